@@ -1,0 +1,18 @@
+//! The tenant's event log.
+
+use aruntime_api::{EventPage, EventQuery};
+use axum::Json;
+use axum::extract::State;
+
+use crate::auth::Auth;
+use crate::error::{ApiQuery, ApiResult};
+use crate::state::AppState;
+
+/// `GET /v1/events?after=SEQ&task=ID&limit=N`.
+pub(super) async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> ApiResult<Json<EventPage>> {
+    Ok(Json(s.store.event_list(auth.tenant(), &q).await?))
+}

@@ -1,0 +1,180 @@
+//! The worker's side: claiming leases (with long-poll), heartbeats, and the
+//! writes fenced by the lease token.
+
+use std::time::Duration;
+
+use aruntime_api::{
+    BlockRequest, ClaimRequest, ClaimResponse, CompleteRequest, FailRequest, GrantedLease,
+    HeartbeatResponse, NewCheckpoint, ReleaseRequest,
+};
+use aruntime_core::{Checkpoint, Permission, Task};
+use aruntime_store::{ClaimParams, Finish};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use tokio::time::Instant;
+
+use crate::auth::Auth;
+use crate::error::{ApiJson, ApiResult, task_id};
+use crate::state::AppState;
+
+/// `POST /v1/leases`. With nothing ready it waits up to `wait_ms` for a
+/// wake-up from a write that made a task ready, or for the moment an
+/// expired lease or a backoff makes one claimable; it never polls.
+pub(super) async fn claim(
+    State(s): State<AppState>,
+    auth: Auth,
+    ApiJson(req): ApiJson<ClaimRequest>,
+) -> ApiResult<Json<ClaimResponse>> {
+    auth.require(Permission::Work)?;
+    req.validate()?;
+    let tenant = auth.tenant().to_owned();
+    let deadline = Instant::now() + Duration::from_millis(req.wait_ms);
+    let params = ClaimParams {
+        worker: req.worker,
+        capabilities: req.capabilities,
+        max: req.max,
+        ttl_s: req.ttl_s,
+    };
+    let notify = s.store.wakeups().tenant(&tenant);
+    let mut shutdown = s.shutdown.clone();
+    loop {
+        // Registered before looking, so a wake-up in between is not lost.
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let now = s.clock.now();
+        let out = s.store.lease_claim(&tenant, params.clone(), now).await?;
+        s.metrics.leases_expired(&tenant, u64::from(out.expired));
+        if !out.granted.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
+            s.metrics.leases_granted(&tenant, out.granted.len() as u64);
+            let mut leases = Vec::with_capacity(out.granted.len());
+            for c in out.granted {
+                let context = s.store.context(&tenant, c.task.id).await?;
+                leases.push(GrantedLease {
+                    task: c.task,
+                    attempt: c.attempt,
+                    lease: c.lease,
+                    expires_at: c.expires_at,
+                    context,
+                });
+            }
+            return Ok(Json(ClaimResponse { leases }));
+        }
+        let mut until = deadline;
+        if let Some(due) = s.store.next_due(&tenant, now).await? {
+            let ms = u64::try_from(due.0 - now.0).unwrap_or(0) + 1;
+            until = until.min(Instant::now() + Duration::from_millis(ms));
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+pub(super) async fn heartbeat(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(lease): Path<String>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    auth.require(Permission::Work)?;
+    let (task_id, expires_at) = s
+        .store
+        .lease_heartbeat(auth.tenant(), &lease, s.clock.now())
+        .await?;
+    Ok(Json(HeartbeatResponse {
+        task_id,
+        expires_at,
+    }))
+}
+
+pub(super) async fn checkpoint(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(cp): ApiJson<NewCheckpoint>,
+) -> ApiResult<(StatusCode, Json<Checkpoint>)> {
+    auth.require(Permission::Work)?;
+    let id = task_id(&id)?;
+    cp.validate()?;
+    let c = s
+        .store
+        .checkpoint_put(auth.tenant(), id, cp, s.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+async fn finish(
+    s: &AppState,
+    auth: &Auth,
+    id: &str,
+    lease: &str,
+    how: Finish,
+) -> ApiResult<Json<Task>> {
+    auth.require(Permission::Work)?;
+    let id = task_id(id)?;
+    Ok(Json(
+        s.store
+            .task_finish(auth.tenant(), id, lease, how, s.clock.now())
+            .await?,
+    ))
+}
+
+pub(super) async fn complete(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(r): ApiJson<CompleteRequest>,
+) -> ApiResult<Json<Task>> {
+    r.validate()?;
+    finish(
+        &s,
+        &auth,
+        &id,
+        &r.lease,
+        Finish::Complete { result: r.result },
+    )
+    .await
+}
+
+pub(super) async fn fail(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(r): ApiJson<FailRequest>,
+) -> ApiResult<Json<Task>> {
+    r.validate()?;
+    let how = Finish::Fail {
+        error: r.error,
+        retryable: r.retryable,
+        notes: r.notes,
+        do_not_retry: r.do_not_retry,
+    };
+    finish(&s, &auth, &id, &r.lease, how).await
+}
+
+pub(super) async fn block(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(r): ApiJson<BlockRequest>,
+) -> ApiResult<Json<Task>> {
+    r.validate()?;
+    finish(&s, &auth, &id, &r.lease, Finish::Block { reason: r.reason }).await
+}
+
+pub(super) async fn release(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(r): ApiJson<ReleaseRequest>,
+) -> ApiResult<Json<Task>> {
+    r.validate()?;
+    let how = Finish::Release {
+        notes: r.notes,
+        do_not_retry: r.do_not_retry,
+    };
+    finish(&s, &auth, &id, &r.lease, how).await
+}

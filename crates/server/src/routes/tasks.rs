@@ -1,0 +1,199 @@
+//! Tasks as people and planners see them: create, read, list, edit, steer,
+//! the board, decisions, history and the context bundle.
+
+use aruntime_api::{
+    AttemptList, Board, BoardQuery, CheckpointList, ContextQuery, DecisionList, ErrorCode,
+    NewDecision, NewTask, TaskPage, TaskPatch, TaskQuery,
+};
+use aruntime_core::context::Format;
+use aruntime_core::{Checkpoint, Decision, Permission, Task};
+use aruntime_store::{Idempotency, Steer};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, task_id};
+use crate::state::AppState;
+
+fn idempotency(headers: &HeaderMap, spec: &NewTask) -> ApiResult<Option<Idempotency>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidInput,
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+        })?;
+    let canonical = serde_json::to_vec(spec).unwrap_or_default();
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash: hex::encode(Sha256::digest(&canonical)),
+    }))
+}
+
+/// `POST /v1/tasks`: 201 when created, 200 when an idempotent retry.
+pub(super) async fn create(
+    State(s): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    ApiJson(spec): ApiJson<NewTask>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    auth.require(Permission::WriteTasks)?;
+    spec.validate()?;
+    let idem = idempotency(&headers, &spec)?;
+    let c = s
+        .store
+        .task_create(auth.tenant(), spec, idem, s.clock.now())
+        .await?;
+    let status = if c.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(c.value)))
+}
+
+pub(super) async fn get(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    Ok(Json(s.store.task_get(auth.tenant(), task_id(&id)?).await?))
+}
+
+pub(super) async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<TaskQuery>,
+) -> ApiResult<Json<TaskPage>> {
+    Ok(Json(s.store.task_list(auth.tenant(), &q).await?))
+}
+
+pub(super) async fn patch(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(p): ApiJson<TaskPatch>,
+) -> ApiResult<Json<Task>> {
+    auth.require(Permission::WriteTasks)?;
+    let id = task_id(&id)?;
+    p.validate()?;
+    Ok(Json(
+        s.store
+            .task_patch(auth.tenant(), id, p, s.clock.now())
+            .await?,
+    ))
+}
+
+/// `POST /v1/tasks/{id}/{hold|unhold|unblock|cancel|reopen}`. Takes no body.
+pub(super) async fn steer(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    cmd: Steer,
+) -> ApiResult<Json<Task>> {
+    auth.require(Permission::Steer)?;
+    let id = task_id(&id)?;
+    Ok(Json(
+        s.store
+            .task_steer(auth.tenant(), id, cmd, s.clock.now())
+            .await?,
+    ))
+}
+
+pub(super) async fn board(
+    State(s): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<BoardQuery>,
+) -> ApiResult<Json<Board>> {
+    Ok(Json(s.store.board(auth.tenant(), &q).await?))
+}
+
+pub(super) async fn checkpoints(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CheckpointList>> {
+    let checkpoints = s
+        .store
+        .checkpoint_list(auth.tenant(), task_id(&id)?)
+        .await?;
+    Ok(Json(CheckpointList { checkpoints }))
+}
+
+pub(super) async fn checkpoint(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, seq)): Path<(String, String)>,
+) -> ApiResult<Json<Checkpoint>> {
+    let id = task_id(&id)?;
+    let seq: i64 = seq
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no checkpoint {seq}")))?;
+    Ok(Json(s.store.checkpoint_get(auth.tenant(), id, seq).await?))
+}
+
+pub(super) async fn attempts(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AttemptList>> {
+    let attempts = s.store.attempt_list(auth.tenant(), task_id(&id)?).await?;
+    Ok(Json(AttemptList { attempts }))
+}
+
+/// `POST /v1/tasks/{id}/decisions`: workers may record decisions too.
+pub(super) async fn decide(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(d): ApiJson<NewDecision>,
+) -> ApiResult<(StatusCode, Json<Decision>)> {
+    if auth.require(Permission::WriteTasks).is_err() {
+        auth.require(Permission::Work)?;
+    }
+    let id = task_id(&id)?;
+    d.validate()?;
+    let d = s
+        .store
+        .decision_add(auth.tenant(), id, d, s.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+pub(super) async fn decisions(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DecisionList>> {
+    let decisions = s.store.decision_list(auth.tenant(), task_id(&id)?).await?;
+    Ok(Json(DecisionList { decisions }))
+}
+
+/// `GET /v1/tasks/{id}/context?format=json|markdown&max_bytes=N`.
+pub(super) async fn context(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ContextQuery>,
+) -> ApiResult<Response> {
+    let bundle = s.store.context(auth.tenant(), task_id(&id)?).await?;
+    let body = bundle.render_fitted(q.format, q.max_bytes).map_err(|e| {
+        ApiError::new(ErrorCode::ContextTooLarge, e.to_string())
+            .with(json!({"max_bytes": e.max_bytes, "min_bytes": e.min_bytes}))
+    })?;
+    let content_type = match q.format {
+        Format::Json => "application/json",
+        Format::Markdown => "text/markdown; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}

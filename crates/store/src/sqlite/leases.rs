@@ -1,0 +1,500 @@
+//! Writes under leases: claims, heartbeats, checkpoints, the four ways an
+//! attempt ends, and expiry. Every one of them checks the lease token and
+//! its expiry against `now` in the same transaction as the write.
+
+use aruntime_api::NewCheckpoint;
+use aruntime_core::{
+    Checkpoint, Command, LeaseInfo, Task, TaskStatus, Timestamp, retry_backoff_ms, transition,
+};
+use serde_json::json;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::rows::{self, TASK_COLS, json_text, to_json};
+use super::tasks::{CLEAR_LEASE, event, load, release_dependents};
+use super::writer::WriteCtx;
+use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
+
+/// A fresh lease token: 244 random bits.
+fn new_token() -> String {
+    format!("ls_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn close_attempt(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    task: Uuid,
+    n: u32,
+    outcome: &str,
+    notes: Option<String>,
+    error: Option<String>,
+    at: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE attempts SET outcome = ?, notes = ?, error = ?, ended_at = ? \
+         WHERE tenant_id = ? AND task_id = ? AND n = ?",
+    )
+    .bind(outcome)
+    .bind(notes)
+    .bind(error)
+    .bind(at.0)
+    .bind(tenant)
+    .bind(task.to_string())
+    .bind(i64::from(n))
+    .execute(&mut ctx.conn)
+    .await?;
+    Ok(())
+}
+
+/// Records an expired lease: the attempt is abandoned and the task goes back
+/// to ready, or to failed (with an escalation) when its attempts are used up.
+pub(crate) async fn expire(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<()> {
+    let task = load(ctx, tenant, id).await?;
+    let Some(lease) = task.lease.clone() else {
+        return Ok(());
+    };
+    let failed = task.failed_attempts + 1;
+    let t = transition(
+        Some(task.status),
+        Command::Expire {
+            attempts_left: failed < task.max_attempts,
+        },
+    )?;
+    let at = lease.expires_at;
+    close_attempt(ctx, tenant, id, lease.attempt, "abandoned", None, None, at).await?;
+    let error = t
+        .escalate
+        .then_some("attempts exhausted: the last lease expired");
+    let sql = format!(
+        "UPDATE tasks SET status = ?, failed_attempts = ?, not_before = 0, {CLEAR_LEASE}, \
+         error = COALESCE(?, error), updated_at = ? WHERE tenant_id = ? AND id = ?"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(t.to.as_str())
+        .bind(i64::from(failed))
+        .bind(error)
+        .bind(at.0)
+        .bind(tenant)
+        .bind(id.to_string())
+        .execute(&mut ctx.conn)
+        .await?;
+    let data = json!({"attempt": lease.attempt, "worker": lease.worker, "to": t.to});
+    event(ctx, tenant, Some(id), t.event, data, at).await?;
+    if t.escalate {
+        escalate(ctx, tenant, id, failed, "attempts exhausted", at).await?;
+    }
+    if t.to == TaskStatus::Ready {
+        ctx.wake.insert(tenant.to_owned());
+    }
+    Ok(())
+}
+
+async fn escalate(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    id: Uuid,
+    failed: u32,
+    reason: &str,
+    at: Timestamp,
+) -> Result<()> {
+    let data = json!({"reason": reason, "failed_attempts": failed});
+    event(ctx, tenant, Some(id), "task.escalated", data, at).await
+}
+
+/// Expired leases of one tenant, recorded before a claim looks for work.
+pub(crate) async fn expire_due_in(ctx: &mut WriteCtx, tenant: &str, now: Timestamp) -> Result<u32> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE tenant_id = ? AND status = 'running' AND lease_expires_at <= ? LIMIT 1000",
+    )
+    .bind(tenant)
+    .bind(now.0)
+    .fetch_all(&mut ctx.conn)
+    .await?;
+    for id in &ids {
+        let id = Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        expire(ctx, tenant, id).await?;
+    }
+    Ok(u32::try_from(ids.len()).unwrap_or(u32::MAX))
+}
+
+/// Expired leases of every tenant (the sweeper).
+pub(crate) async fn expire_due(
+    ctx: &mut WriteCtx,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<(String, u32)>> {
+    let rows = sqlx::query(
+        "SELECT tenant_id, id FROM tasks WHERE status = 'running' AND lease_expires_at <= ? LIMIT ?",
+    )
+    .bind(now.0)
+    .bind(i64::from(limit))
+    .fetch_all(&mut ctx.conn)
+    .await?;
+    let mut counts: Vec<(String, u32)> = vec![];
+    for row in rows {
+        let tenant: String = row.try_get("tenant_id")?;
+        expire(ctx, &tenant, rows::uuid(&row, "id")?).await?;
+        match counts.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((tenant, 1)),
+        }
+    }
+    Ok(counts)
+}
+
+pub(crate) async fn claim(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    p: ClaimParams,
+    now: Timestamp,
+) -> Result<ClaimOutcome> {
+    let expired = expire_due_in(ctx, &tenant, now).await?;
+    // A task is offered only if every one of its labels is a capability.
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ?1 AND status = 'ready' AND not_before <= ?2 \
+         AND NOT EXISTS (SELECT 1 FROM json_each(tasks.labels) l \
+                         WHERE l.value NOT IN (SELECT value FROM json_each(?3))) \
+         ORDER BY priority DESC, created_at, id LIMIT ?4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&tenant)
+        .bind(now.0)
+        .bind(to_json(&p.capabilities))
+        .bind(i64::from(p.max))
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    let mut granted = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut task = rows::task(&row)?;
+        let t = transition(Some(task.status), Command::Lease)?;
+        let n = task.attempts + 1;
+        let token = new_token();
+        let ttl_s = p.ttl_s.unwrap_or(task.lease_ttl_s);
+        let ttl_ms = i64::from(ttl_s) * 1000;
+        let expires_at = now.plus_ms(ttl_ms);
+        sqlx::query(
+            "UPDATE tasks SET status = ?, attempts = ?, lease_token = ?, lease_worker = ?, lease_attempt = ?, \
+             lease_ttl_ms = ?, lease_expires_at = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(t.to.as_str())
+        .bind(i64::from(n))
+        .bind(&token)
+        .bind(&p.worker)
+        .bind(i64::from(n))
+        .bind(ttl_ms)
+        .bind(expires_at.0)
+        .bind(now.0)
+        .bind(&tenant)
+        .bind(task.id.to_string())
+        .execute(&mut ctx.conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) VALUES (?, ?, ?, ?, ?, 'running')",
+        )
+        .bind(&tenant)
+        .bind(task.id.to_string())
+        .bind(i64::from(n))
+        .bind(&p.worker)
+        .bind(now.0)
+        .execute(&mut ctx.conn)
+        .await?;
+        let data = json!({"attempt": n, "worker": p.worker, "expires_at": expires_at});
+        event(ctx, &tenant, Some(task.id), t.event, data, now).await?;
+        task.status = t.to;
+        task.attempts = n;
+        task.not_before = None;
+        task.updated_at = now;
+        task.lease = Some(LeaseInfo {
+            worker: p.worker.clone(),
+            attempt: n,
+            expires_at,
+        });
+        granted.push(Claimed {
+            task,
+            attempt: n,
+            lease: token,
+            expires_at,
+        });
+    }
+    Ok(ClaimOutcome { granted, expired })
+}
+
+/// The task, if `token` is its live lease; `LeaseLost` otherwise.
+async fn check_lease(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    id: Uuid,
+    token: &str,
+    now: Timestamp,
+) -> Result<Task> {
+    let row = sqlx::query(
+        "SELECT status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(tenant)
+    .bind(id.to_string())
+    .fetch_optional(&mut ctx.conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("task", id))?;
+    let held: Option<String> = row.try_get("lease_token")?;
+    let expires: Option<i64> = row.try_get("lease_expires_at")?;
+    let live = rows::status(&row)? == TaskStatus::Running
+        && held.as_deref() == Some(token)
+        && expires.is_some_and(|e| e > now.0);
+    if !live {
+        return Err(StoreError::LeaseLost);
+    }
+    load(ctx, tenant, id).await
+}
+
+fn lease_of(task: &Task) -> Result<LeaseInfo> {
+    task.lease
+        .clone()
+        .ok_or_else(|| StoreError::Corrupt(format!("running task {} has no lease", task.id)))
+}
+
+pub(crate) async fn heartbeat(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    token: String,
+    now: Timestamp,
+) -> Result<(Uuid, Timestamp)> {
+    let row = sqlx::query(
+        "UPDATE tasks SET lease_expires_at = ?1 + lease_ttl_ms \
+         WHERE tenant_id = ?2 AND lease_token = ?3 AND status = 'running' AND lease_expires_at > ?1 \
+         RETURNING id, lease_expires_at",
+    )
+    .bind(now.0)
+    .bind(&tenant)
+    .bind(&token)
+    .fetch_optional(&mut ctx.conn)
+    .await?
+    .ok_or(StoreError::LeaseLost)?;
+    Ok((
+        rows::uuid(&row, "id")?,
+        Timestamp(row.try_get("lease_expires_at")?),
+    ))
+}
+
+pub(crate) async fn checkpoint(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    id: Uuid,
+    cp: NewCheckpoint,
+    now: Timestamp,
+) -> Result<Checkpoint> {
+    let task = check_lease(ctx, &tenant, id, &cp.lease, now).await?;
+    let lease = lease_of(&task)?;
+    for a in &cp.artifacts {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = ? AND sha256 = ?")
+                .bind(&tenant)
+                .bind(a.sha256.to_ascii_lowercase())
+                .fetch_optional(&mut ctx.conn)
+                .await?;
+        if found.is_none() {
+            return Err(StoreError::UnknownBlob(a.sha256.clone()));
+        }
+    }
+    let seq = task.checkpoint_seq + 1;
+    sqlx::query(
+        "INSERT INTO checkpoints (tenant_id, task_id, seq, attempt, summary, state, artifacts, test_results, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&tenant)
+    .bind(id.to_string())
+    .bind(seq)
+    .bind(i64::from(lease.attempt))
+    .bind(&cp.summary)
+    .bind(json_text(&cp.state))
+    .bind(to_json(&cp.artifacts))
+    .bind(json_text(&cp.test_results))
+    .bind(now.0)
+    .execute(&mut ctx.conn)
+    .await?;
+    // A checkpoint is proof of life: it renews the lease like a heartbeat.
+    sqlx::query(
+        "UPDATE tasks SET checkpoint_seq = ?, lease_expires_at = ? + lease_ttl_ms, updated_at = ? \
+         WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(seq)
+    .bind(now.0)
+    .bind(now.0)
+    .bind(&tenant)
+    .bind(id.to_string())
+    .execute(&mut ctx.conn)
+    .await?;
+    let data = json!({"seq": seq, "attempt": lease.attempt, "summary": cp.summary});
+    event(ctx, &tenant, Some(id), "checkpoint.created", data, now).await?;
+    Ok(Checkpoint {
+        seq,
+        attempt: lease.attempt,
+        summary: cp.summary,
+        state: cp.state,
+        artifacts: cp.artifacts,
+        test_results: cp.test_results,
+        created_at: now,
+    })
+}
+
+fn merged(mut old: Vec<String>, new: Vec<String>) -> String {
+    for n in new {
+        if !old.contains(&n) {
+            old.push(n);
+        }
+    }
+    to_json(&old)
+}
+
+pub(crate) async fn finish(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    id: Uuid,
+    token: String,
+    how: Finish,
+    now: Timestamp,
+) -> Result<Task> {
+    let task = check_lease(ctx, &tenant, id, &token, now).await?;
+    let lease = lease_of(&task)?;
+    let n = lease.attempt;
+    let idt = id.to_string();
+    let from = Some(task.status);
+    match how {
+        Finish::Complete { result } => {
+            let t = transition(from, Command::Complete)?;
+            let sql = format!(
+                "UPDATE tasks SET status = ?, result = ?, error = NULL, {CLEAR_LEASE}, updated_at = ? \
+                 WHERE tenant_id = ? AND id = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.to.as_str())
+                .bind(json_text(&result))
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            close_attempt(ctx, &tenant, id, n, "completed", None, None, now).await?;
+            event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
+            release_dependents(ctx, &tenant, id, now).await?;
+        }
+        Finish::Fail {
+            error,
+            retryable,
+            notes,
+            do_not_retry,
+        } => {
+            let failed = task.failed_attempts + 1;
+            let attempts_left = failed < task.max_attempts;
+            let t = transition(
+                from,
+                Command::Fail {
+                    retryable,
+                    attempts_left,
+                },
+            )?;
+            let not_before = if t.to == TaskStatus::Ready {
+                now.plus_ms(retry_backoff_ms(failed))
+            } else {
+                Timestamp(0)
+            };
+            let sql = format!(
+                "UPDATE tasks SET status = ?, failed_attempts = ?, error = ?, not_before = ?, \
+                 do_not_retry = ?, {CLEAR_LEASE}, updated_at = ? WHERE tenant_id = ? AND id = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.to.as_str())
+                .bind(i64::from(failed))
+                .bind(&error)
+                .bind(not_before.0)
+                .bind(merged(task.do_not_retry, do_not_retry))
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            close_attempt(
+                ctx,
+                &tenant,
+                id,
+                n,
+                "failed",
+                notes,
+                Some(error.clone()),
+                now,
+            )
+            .await?;
+            let data = json!({"attempt": n, "error": error, "retryable": retryable, "to": t.to,
+                              "not_before": (t.to == TaskStatus::Ready).then_some(not_before)});
+            event(ctx, &tenant, Some(id), t.event, data, now).await?;
+            if t.escalate {
+                let reason = if retryable {
+                    "attempts exhausted"
+                } else {
+                    "non-retryable failure"
+                };
+                escalate(ctx, &tenant, id, failed, reason, now).await?;
+            }
+            if t.to == TaskStatus::Ready {
+                ctx.wake.insert(tenant.clone());
+            }
+        }
+        Finish::Block { reason } => {
+            let t = transition(from, Command::Block)?;
+            let sql = format!(
+                "UPDATE tasks SET status = ?, blocked_reason = ?, {CLEAR_LEASE}, updated_at = ? \
+                 WHERE tenant_id = ? AND id = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.to.as_str())
+                .bind(&reason)
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            close_attempt(
+                ctx,
+                &tenant,
+                id,
+                n,
+                "blocked",
+                Some(reason.clone()),
+                None,
+                now,
+            )
+            .await?;
+            event(
+                ctx,
+                &tenant,
+                Some(id),
+                t.event,
+                json!({"attempt": n, "reason": reason}),
+                now,
+            )
+            .await?;
+        }
+        Finish::Release {
+            notes,
+            do_not_retry,
+        } => {
+            let t = transition(from, Command::Release)?;
+            let sql = format!(
+                "UPDATE tasks SET status = ?, not_before = 0, do_not_retry = ?, {CLEAR_LEASE}, updated_at = ? \
+                 WHERE tenant_id = ? AND id = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.to.as_str())
+                .bind(merged(task.do_not_retry, do_not_retry))
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            close_attempt(ctx, &tenant, id, n, "released", notes, None, now).await?;
+            event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
+            ctx.wake.insert(tenant.clone());
+        }
+    }
+    load(ctx, &tenant, id).await
+}

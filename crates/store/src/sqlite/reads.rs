@@ -1,0 +1,350 @@
+//! Reads, served by a pool of connections beside the writer (WAL lets them
+//! run while a batch commits). Reads that combine several queries run in one
+//! read transaction, so they see one snapshot.
+
+use aruntime_api::{
+    Board, BoardQuery, Card, Column, EventPage, EventQuery, TaskPage, TaskQuery, page_size,
+};
+use aruntime_core::context::{ContextBundle, DependencyResult, GoalRef, TaskBrief};
+use aruntime_core::{
+    Attempt, AttemptOutcome, Checkpoint, Decision, Principal, Role, Task, TaskStatus, Timestamp,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::rows::{self, TASK_COLS};
+use crate::{Result, StoreError};
+
+pub(crate) async fn task(conn: &mut SqliteConnection, tenant: &str, id: Uuid) -> Result<Task> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ? AND id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("task", id))?;
+    rows::task(&row)
+}
+
+pub(crate) async fn task_get(pool: &SqlitePool, tenant: &str, id: Uuid) -> Result<Task> {
+    let mut conn = pool.acquire().await?;
+    task(&mut conn, tenant, id).await
+}
+
+pub(crate) async fn task_list(pool: &SqlitePool, tenant: &str, q: &TaskQuery) -> Result<TaskPage> {
+    let limit = page_size(q.limit, 50);
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ?1 \
+         AND (?2 IS NULL OR status = ?2) \
+         AND (?3 IS NULL OR parent_id = ?3) \
+         AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(tasks.labels) WHERE value = ?4)) \
+         AND (?5 IS NULL OR id > ?5) \
+         ORDER BY id LIMIT ?6"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(q.status.map(TaskStatus::as_str))
+        .bind(q.parent.map(|p| p.to_string()))
+        .bind(q.label.as_deref())
+        .bind(q.cursor.map(|c| c.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(pool)
+        .await?;
+    let mut tasks = rows.iter().map(rows::task).collect::<Result<Vec<_>>>()?;
+    let next_cursor = if tasks.len() > limit as usize {
+        tasks.truncate(limit as usize);
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, next_cursor })
+}
+
+pub(crate) async fn task_counts(pool: &SqlitePool, tenant: &str) -> Result<Vec<(TaskStatus, u64)>> {
+    let rows =
+        sqlx::query("SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+    let mut out: Vec<(TaskStatus, u64)> = TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    for row in rows {
+        let s = rows::status(&row)?;
+        let n: i64 = row.try_get("n")?;
+        if let Some(slot) = out.iter_mut().find(|(st, _)| *st == s) {
+            slot.1 = u64::try_from(n).unwrap_or(0);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn board(pool: &SqlitePool, tenant: &str, q: &BoardQuery) -> Result<Board> {
+    let per_column = page_size(q.cards, 50);
+    let mut tx = pool.begin().await?;
+    let mut columns = vec![];
+    for status in TaskStatus::ALL {
+        if status == TaskStatus::Cancelled && !q.include_cancelled {
+            continue;
+        }
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = ? AND status = ?")
+                .bind(tenant)
+                .bind(status.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let sql = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ? AND status = ? \
+             ORDER BY priority DESC, created_at, id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(status.as_str())
+            .bind(i64::from(per_column))
+            .fetch_all(&mut *tx)
+            .await?;
+        let cards = rows
+            .iter()
+            .map(|r| {
+                rows::task(r).map(|t| Card {
+                    id: t.id,
+                    title: t.title,
+                    priority: t.priority,
+                    labels: t.labels,
+                    attempts: t.attempts,
+                    worker: t.lease.map(|l| l.worker),
+                    created_at: t.created_at,
+                    updated_at: t.updated_at,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        columns.push(Column {
+            status,
+            count: u64::try_from(count).unwrap_or(0),
+            cards,
+        });
+    }
+    tx.commit().await?;
+    Ok(Board { columns })
+}
+
+async fn checkpoints(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    task: Uuid,
+    seq: Option<i64>,
+) -> Result<Vec<Checkpoint>> {
+    let rows = sqlx::query(
+        "SELECT * FROM checkpoints WHERE tenant_id = ? AND task_id = ? AND (?3 IS NULL OR seq = ?3) ORDER BY seq",
+    )
+    .bind(tenant)
+    .bind(task.to_string())
+    .bind(seq)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(rows::checkpoint).collect()
+}
+
+pub(crate) async fn checkpoint_list(
+    pool: &SqlitePool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Vec<Checkpoint>> {
+    let mut tx = pool.begin().await?;
+    task(&mut tx, tenant, id).await?;
+    checkpoints(&mut tx, tenant, id, None).await
+}
+
+pub(crate) async fn checkpoint_get(
+    pool: &SqlitePool,
+    tenant: &str,
+    id: Uuid,
+    seq: i64,
+) -> Result<Checkpoint> {
+    let mut conn = pool.acquire().await?;
+    checkpoints(&mut conn, tenant, id, Some(seq))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::not_found("checkpoint", format!("{id}/{seq}")))
+}
+
+async fn attempts(conn: &mut SqliteConnection, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
+    let rows = sqlx::query("SELECT * FROM attempts WHERE tenant_id = ? AND task_id = ? ORDER BY n")
+        .bind(tenant)
+        .bind(id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(rows::attempt).collect()
+}
+
+pub(crate) async fn attempt_list(
+    pool: &SqlitePool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Vec<Attempt>> {
+    let mut tx = pool.begin().await?;
+    task(&mut tx, tenant, id).await?;
+    attempts(&mut tx, tenant, id).await
+}
+
+/// The task's ancestors, outermost first.
+async fn goal_chain(conn: &mut SqliteConnection, tenant: &str, t: &Task) -> Result<Vec<GoalRef>> {
+    let mut chain = vec![];
+    let mut next = t.parent_id;
+    // Parents are fixed at creation and must exist then, so the chain has no
+    // cycle; the bound only guards against a damaged database.
+    while let Some(p) = next.filter(|_| chain.len() < 256) {
+        let g = task(conn, tenant, p).await?;
+        next = g.parent_id;
+        chain.push(GoalRef {
+            id: g.id,
+            title: g.title,
+            goal: g.goal,
+        });
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+async fn decisions_for(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<Vec<Decision>> {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let rows = sqlx::query(
+        "SELECT * FROM decisions WHERE tenant_id = ? AND task_id IN (SELECT value FROM json_each(?)) \
+         ORDER BY created_at, id",
+    )
+    .bind(tenant)
+    .bind(rows::to_json(&ids))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(rows::decision).collect()
+}
+
+pub(crate) async fn decision_list(
+    pool: &SqlitePool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Vec<Decision>> {
+    let mut tx = pool.begin().await?;
+    let t = task(&mut tx, tenant, id).await?;
+    let mut ids: Vec<Uuid> = goal_chain(&mut tx, tenant, &t)
+        .await?
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    ids.push(id);
+    decisions_for(&mut tx, tenant, &ids).await
+}
+
+pub(crate) async fn context(pool: &SqlitePool, tenant: &str, id: Uuid) -> Result<ContextBundle> {
+    let mut tx = pool.begin().await?;
+    let t = task(&mut tx, tenant, id).await?;
+    let goal_chain = goal_chain(&mut tx, tenant, &t).await?;
+    let mut ids: Vec<Uuid> = goal_chain.iter().map(|g| g.id).collect();
+    ids.push(id);
+    let decisions = decisions_for(&mut tx, tenant, &ids).await?;
+    let mut dependencies = vec![];
+    for d in &t.depends_on {
+        let dt = task(&mut tx, tenant, *d).await?;
+        dependencies.push(DependencyResult {
+            id: dt.id,
+            title: dt.title,
+            status: dt.status,
+            result: dt.result,
+        });
+    }
+    let latest_checkpoint = if t.checkpoint_seq > 0 {
+        checkpoints(&mut tx, tenant, id, Some(t.checkpoint_seq))
+            .await?
+            .pop()
+    } else {
+        None
+    };
+    let attempts = attempts(&mut tx, tenant, id)
+        .await?
+        .into_iter()
+        .filter(|a| a.outcome != AttemptOutcome::Running)
+        .collect();
+    tx.commit().await?;
+    Ok(ContextBundle {
+        task: TaskBrief {
+            id: t.id,
+            title: t.title,
+            goal: t.goal,
+            status: t.status,
+            labels: t.labels,
+            priority: t.priority,
+        },
+        goal_chain,
+        acceptance: t.acceptance,
+        dependencies,
+        decisions,
+        latest_checkpoint,
+        attempts,
+        do_not_retry: t.do_not_retry,
+        omitted: vec![],
+    })
+}
+
+pub(crate) async fn event_list(
+    pool: &SqlitePool,
+    tenant: &str,
+    q: &EventQuery,
+) -> Result<EventPage> {
+    let limit = page_size(q.limit, 100);
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR task_id = ?3) \
+         ORDER BY seq LIMIT ?4",
+    )
+    .bind(tenant)
+    .bind(q.after)
+    .bind(q.task.map(|t| t.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    let events = rows.iter().map(rows::event).collect::<Result<Vec<_>>>()?;
+    let next_after = events.last().map_or(q.after, |e| e.seq);
+    Ok(EventPage { events, next_after })
+}
+
+pub(crate) async fn next_due(
+    pool: &SqlitePool,
+    tenant: &str,
+    now: Timestamp,
+) -> Result<Option<Timestamp>> {
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(t) FROM ( \
+           SELECT MIN(lease_expires_at) AS t FROM tasks WHERE tenant_id = ?1 AND status = 'running' \
+           UNION ALL \
+           SELECT MIN(not_before) AS t FROM tasks WHERE tenant_id = ?1 AND status = 'ready' AND not_before > ?2)",
+    )
+    .bind(tenant)
+    .bind(now.0)
+    .fetch_one(pool)
+    .await?;
+    Ok(due.map(Timestamp))
+}
+
+pub(crate) async fn token_lookup(pool: &SqlitePool, hash: &str) -> Result<Option<Principal>> {
+    let row = sqlx::query("SELECT tenant_id, role FROM tokens WHERE hash = ?")
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let role: String = row.try_get("role")?;
+    Ok(Some(Principal {
+        tenant: row.try_get("tenant_id")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
+    }))
+}
+
+pub(crate) async fn blob_known(pool: &SqlitePool, tenant: &str, sha: &str) -> Result<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = ? AND sha256 = ?")
+            .bind(tenant)
+            .bind(sha)
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.is_some())
+}

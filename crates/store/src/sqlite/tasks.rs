@@ -1,0 +1,536 @@
+//! Writes that people and planners make on tasks: create, patch (with
+//! dependency cycle checks), hold/unhold/unblock/cancel/reopen, decisions;
+//! plus the helpers every write shares (loading a task, appending an event,
+//! releasing dependents).
+
+use std::collections::HashSet;
+
+use aruntime_api::{NewDecision, NewTask, TaskPatch};
+use aruntime_core::{
+    Command, Decision, InvalidTransition, Task, TaskStatus, Timestamp, transition,
+};
+use serde_json::{Value, json};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::rows::{self, TASK_COLS, to_json};
+use super::writer::WriteCtx;
+use crate::{Created, Idempotency, Result, Steer, StoreError};
+
+/// SQL that clears the lease columns, for `UPDATE tasks SET ...`.
+pub(crate) const CLEAR_LEASE: &str = "lease_token = NULL, lease_worker = NULL, \
+    lease_attempt = NULL, lease_ttl_ms = NULL, lease_expires_at = NULL";
+
+/// The task as the writer sees it inside the batch transaction.
+pub(crate) async fn load(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<Task> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ? AND id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(id.to_string())
+        .fetch_optional(&mut ctx.conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("task", id))?;
+    rows::task(&row)
+}
+
+/// Appends to the tenant's gapless event log, in the caller's transaction.
+pub(crate) async fn event(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    task: Option<Uuid>,
+    kind: &str,
+    data: Value,
+    now: Timestamp,
+) -> Result<()> {
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE tenants SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq",
+    )
+    .bind(tenant)
+    .fetch_one(&mut ctx.conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(tenant)
+    .bind(seq)
+    .bind(task.map(|t| t.to_string()))
+    .bind(kind)
+    .bind(data.to_string())
+    .bind(now.0)
+    .execute(&mut ctx.conn)
+    .await?;
+    Ok(())
+}
+
+fn dedup(ids: Vec<Uuid>) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    ids.into_iter().filter(|i| seen.insert(*i)).collect()
+}
+
+/// Counts the dependencies that are not done; refuses unknown ids.
+async fn count_pending(ctx: &mut WriteCtx, tenant: &str, deps: &[Uuid]) -> Result<u32> {
+    let mut pending = 0;
+    for (i, d) in deps.iter().enumerate() {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM tasks WHERE tenant_id = ? AND id = ?")
+                .bind(tenant)
+                .bind(d.to_string())
+                .fetch_optional(&mut ctx.conn)
+                .await?;
+        match status.as_deref() {
+            None => {
+                return Err(StoreError::Invalid {
+                    field: format!("depends_on[{i}]"),
+                    message: format!("no task {d} in this tenant"),
+                });
+            }
+            Some("done") => {}
+            Some(_) => pending += 1,
+        }
+    }
+    Ok(pending)
+}
+
+async fn insert_deps(ctx: &mut WriteCtx, tenant: &str, id: Uuid, deps: &[Uuid]) -> Result<()> {
+    for d in deps {
+        sqlx::query("INSERT INTO task_deps (tenant_id, task_id, depends_on) VALUES (?, ?, ?)")
+            .bind(tenant)
+            .bind(id.to_string())
+            .bind(d.to_string())
+            .execute(&mut ctx.conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    spec: NewTask,
+    idem: Option<Idempotency>,
+    now: Timestamp,
+) -> Result<Created<Task>> {
+    if let Some(i) = &idem {
+        let row =
+            sqlx::query("SELECT id, idem_hash FROM tasks WHERE tenant_id = ? AND idem_key = ?")
+                .bind(&tenant)
+                .bind(&i.key)
+                .fetch_optional(&mut ctx.conn)
+                .await?;
+        if let Some(row) = row {
+            let hash: Option<String> = row.try_get("idem_hash")?;
+            if hash.as_deref() != Some(i.request_hash.as_str()) {
+                return Err(StoreError::IdempotencyConflict);
+            }
+            let id = rows::uuid(&row, "id")?;
+            let value = load(ctx, &tenant, id).await?;
+            return Ok(Created {
+                value,
+                created: false,
+            });
+        }
+    }
+    if let Some(p) = spec.parent_id {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM tasks WHERE tenant_id = ? AND id = ?")
+                .bind(&tenant)
+                .bind(p.to_string())
+                .fetch_optional(&mut ctx.conn)
+                .await?;
+        if found.is_none() {
+            return Err(StoreError::Invalid {
+                field: "parent_id".into(),
+                message: format!("no task {p} in this tenant"),
+            });
+        }
+    }
+    let deps = dedup(spec.depends_on);
+    let pending = count_pending(ctx, &tenant, &deps).await?;
+    let t = transition(
+        None,
+        Command::Create {
+            waiting: pending > 0 || spec.hold,
+        },
+    )?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+         parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
+         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&tenant)
+    .bind(id.to_string())
+    .bind(&spec.title)
+    .bind(&spec.goal)
+    .bind(to_json(&spec.acceptance))
+    .bind(to_json(&spec.labels))
+    .bind(spec.priority)
+    .bind(t.to.as_str())
+    .bind(spec.hold)
+    .bind(spec.parent_id.map(|p| p.to_string()))
+    .bind(to_json(&deps))
+    .bind(i64::from(pending))
+    .bind(i64::from(spec.max_attempts))
+    .bind(i64::from(spec.lease_ttl_s))
+    .bind(idem.as_ref().map(|i| i.key.clone()))
+    .bind(idem.as_ref().map(|i| i.request_hash.clone()))
+    .bind(now.0)
+    .bind(now.0)
+    .execute(&mut ctx.conn)
+    .await?;
+    insert_deps(ctx, &tenant, id, &deps).await?;
+    let data = json!({"title": spec.title, "status": t.to, "parent_id": spec.parent_id, "depends_on": deps});
+    event(ctx, &tenant, Some(id), t.event, data, now).await?;
+    if t.to == TaskStatus::Ready {
+        ctx.wake.insert(tenant.clone());
+    }
+    let value = load(ctx, &tenant, id).await?;
+    Ok(Created {
+        value,
+        created: true,
+    })
+}
+
+/// Follows dependency edges from `deps`; returns a path back to `id` if any.
+async fn find_cycle(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    id: Uuid,
+    deps: &[Uuid],
+) -> Result<Option<Vec<Uuid>>> {
+    // Depth-first with explicit paths; the graph is a DAG before this edit,
+    // so every node is expanded once.
+    let mut stack: Vec<Vec<Uuid>> = deps.iter().map(|d| vec![id, *d]).collect();
+    let mut seen = HashSet::new();
+    while let Some(path) = stack.pop() {
+        let node = *path.last().unwrap_or(&id);
+        if node == id {
+            return Ok(Some(path));
+        }
+        if !seen.insert(node) {
+            continue;
+        }
+        let next: Option<String> =
+            sqlx::query_scalar("SELECT depends_on FROM tasks WHERE tenant_id = ? AND id = ?")
+                .bind(tenant)
+                .bind(node.to_string())
+                .fetch_optional(&mut ctx.conn)
+                .await?;
+        let next: Vec<Uuid> = match next {
+            Some(s) => serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => vec![],
+        };
+        for n in next {
+            let mut p = path.clone();
+            p.push(n);
+            stack.push(p);
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) async fn patch(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    id: Uuid,
+    patch: TaskPatch,
+    now: Timestamp,
+) -> Result<Task> {
+    let task = load(ctx, &tenant, id).await?;
+    let mut fields: Vec<&str> = vec![];
+    if let Some(deps) = patch.depends_on {
+        if !matches!(task.status, TaskStatus::Backlog | TaskStatus::Ready) {
+            return Err(InvalidTransition {
+                from: task.status.as_str(),
+                command: "change the dependencies of",
+            }
+            .into());
+        }
+        let deps = dedup(deps);
+        let pending = count_pending(ctx, &tenant, &deps).await?;
+        if let Some(path) = find_cycle(ctx, &tenant, id, &deps).await? {
+            return Err(StoreError::DependencyCycle { path });
+        }
+        sqlx::query("DELETE FROM task_deps WHERE tenant_id = ? AND task_id = ?")
+            .bind(&tenant)
+            .bind(id.to_string())
+            .execute(&mut ctx.conn)
+            .await?;
+        insert_deps(ctx, &tenant, id, &deps).await?;
+        let cmd = match (task.status, pending > 0, task.held) {
+            (TaskStatus::Ready, true, _) => Some(Command::DependencyAdded),
+            (TaskStatus::Backlog, false, false) => Some(Command::DependenciesDone),
+            _ => None,
+        };
+        let to = match cmd {
+            Some(cmd) => {
+                let t = transition(Some(task.status), cmd)?;
+                event(
+                    ctx,
+                    &tenant,
+                    Some(id),
+                    t.event,
+                    json!({"status": t.to}),
+                    now,
+                )
+                .await?;
+                t.to
+            }
+            None => task.status,
+        };
+        sqlx::query("UPDATE tasks SET depends_on = ?, pending_deps = ?, status = ? WHERE tenant_id = ? AND id = ?")
+            .bind(to_json(&deps))
+            .bind(i64::from(pending))
+            .bind(to.as_str())
+            .bind(&tenant)
+            .bind(id.to_string())
+            .execute(&mut ctx.conn)
+            .await?;
+        fields.push("depends_on");
+    }
+    for (name, present) in [
+        ("title", patch.title.is_some()),
+        ("goal", patch.goal.is_some()),
+        ("acceptance", patch.acceptance.is_some()),
+        ("labels", patch.labels.is_some()),
+        ("priority", patch.priority.is_some()),
+    ] {
+        if present {
+            fields.push(name);
+        }
+    }
+    sqlx::query(
+        "UPDATE tasks SET title = COALESCE(?, title), goal = COALESCE(?, goal), \
+         acceptance = COALESCE(?, acceptance), labels = COALESCE(?, labels), \
+         priority = COALESCE(?, priority), updated_at = ? WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(patch.title)
+    .bind(patch.goal)
+    .bind(patch.acceptance.map(|a| to_json(&a)))
+    .bind(patch.labels.map(|l| to_json(&l)))
+    .bind(patch.priority)
+    .bind(now.0)
+    .bind(&tenant)
+    .bind(id.to_string())
+    .execute(&mut ctx.conn)
+    .await?;
+    event(
+        ctx,
+        &tenant,
+        Some(id),
+        "task.updated",
+        json!({"fields": fields}),
+        now,
+    )
+    .await?;
+    let task = load(ctx, &tenant, id).await?;
+    if task.status == TaskStatus::Ready {
+        // Labels or dependencies may now match a waiting worker.
+        ctx.wake.insert(tenant);
+    }
+    Ok(task)
+}
+
+pub(crate) async fn steer(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    id: Uuid,
+    cmd: Steer,
+    now: Timestamp,
+) -> Result<Task> {
+    let task = load(ctx, &tenant, id).await?;
+    let from = Some(task.status);
+    let pending = task.pending_dependencies > 0;
+    let idt = id.to_string();
+    let t = match cmd {
+        Steer::Hold => {
+            let t = transition(from, Command::Hold)?;
+            sqlx::query("UPDATE tasks SET status = ?, held = 1, updated_at = ? WHERE tenant_id = ? AND id = ?")
+                .bind(t.to.as_str())
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            t
+        }
+        Steer::Unhold => {
+            if !task.held {
+                return Err(InvalidTransition {
+                    from: "not held",
+                    command: "unhold",
+                }
+                .into());
+            }
+            let t = transition(
+                from,
+                Command::Unhold {
+                    deps_pending: pending,
+                },
+            )?;
+            sqlx::query("UPDATE tasks SET status = ?, held = 0, updated_at = ? WHERE tenant_id = ? AND id = ?")
+                .bind(t.to.as_str())
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            t
+        }
+        Steer::Unblock => {
+            let t = transition(from, Command::Unblock)?;
+            sqlx::query(
+                "UPDATE tasks SET status = ?, blocked_reason = NULL, not_before = 0, updated_at = ? \
+                 WHERE tenant_id = ? AND id = ?",
+            )
+            .bind(t.to.as_str())
+            .bind(now.0)
+            .bind(&tenant)
+            .bind(&idt)
+            .execute(&mut ctx.conn)
+            .await?;
+            t
+        }
+        Steer::Cancel => {
+            let t = transition(from, Command::Cancel)?;
+            if let Some(lease) = &task.lease {
+                super::leases::close_attempt(
+                    ctx,
+                    &tenant,
+                    id,
+                    lease.attempt,
+                    "cancelled",
+                    None,
+                    None,
+                    now,
+                )
+                .await?;
+            }
+            let sql = format!(
+                "UPDATE tasks SET status = ?, {CLEAR_LEASE}, updated_at = ? WHERE tenant_id = ? AND id = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.to.as_str())
+                .bind(now.0)
+                .bind(&tenant)
+                .bind(&idt)
+                .execute(&mut ctx.conn)
+                .await?;
+            t
+        }
+        Steer::Reopen => {
+            let t = transition(
+                from,
+                Command::Reopen {
+                    waiting: pending || task.held,
+                },
+            )?;
+            sqlx::query(
+                "UPDATE tasks SET status = ?, failed_attempts = 0, error = NULL, not_before = 0, \
+                 updated_at = ? WHERE tenant_id = ? AND id = ?",
+            )
+            .bind(t.to.as_str())
+            .bind(now.0)
+            .bind(&tenant)
+            .bind(&idt)
+            .execute(&mut ctx.conn)
+            .await?;
+            t
+        }
+    };
+    event(
+        ctx,
+        &tenant,
+        Some(id),
+        t.event,
+        json!({"from": task.status, "to": t.to}),
+        now,
+    )
+    .await?;
+    if t.to == TaskStatus::Ready {
+        ctx.wake.insert(tenant.clone());
+    }
+    load(ctx, &tenant, id).await
+}
+
+/// After `done` completed: one fewer pending dependency for each dependent,
+/// and those with none left (and not held) become ready in this transaction.
+pub(crate) async fn release_dependents(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    done: Uuid,
+    now: Timestamp,
+) -> Result<()> {
+    let dependents: Vec<String> =
+        sqlx::query_scalar("SELECT task_id FROM task_deps WHERE tenant_id = ? AND depends_on = ?")
+            .bind(tenant)
+            .bind(done.to_string())
+            .fetch_all(&mut ctx.conn)
+            .await?;
+    for d in dependents {
+        let row = sqlx::query(
+            "UPDATE tasks SET pending_deps = pending_deps - 1, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND pending_deps > 0 RETURNING pending_deps, held, status",
+        )
+        .bind(now.0)
+        .bind(tenant)
+        .bind(&d)
+        .fetch_optional(&mut ctx.conn)
+        .await?;
+        let Some(row) = row else { continue };
+        let pending: i64 = row.try_get("pending_deps")?;
+        let held: bool = row.try_get("held")?;
+        let status = rows::status(&row)?;
+        if pending == 0 && !held && status == TaskStatus::Backlog {
+            let t = transition(Some(status), Command::DependenciesDone)?;
+            sqlx::query("UPDATE tasks SET status = ? WHERE tenant_id = ? AND id = ?")
+                .bind(t.to.as_str())
+                .bind(tenant)
+                .bind(&d)
+                .execute(&mut ctx.conn)
+                .await?;
+            let id = Uuid::parse_str(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            event(ctx, tenant, Some(id), t.event, json!({"after": done}), now).await?;
+            ctx.wake.insert(tenant.to_owned());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn decision_add(
+    ctx: &mut WriteCtx,
+    tenant: String,
+    task: Uuid,
+    d: NewDecision,
+    now: Timestamp,
+) -> Result<Decision> {
+    load(ctx, &tenant, task).await?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO decisions (tenant_id, id, task_id, title, rationale, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&tenant)
+    .bind(id.to_string())
+    .bind(task.to_string())
+    .bind(&d.title)
+    .bind(&d.rationale)
+    .bind(now.0)
+    .execute(&mut ctx.conn)
+    .await?;
+    event(
+        ctx,
+        &tenant,
+        Some(task),
+        "decision.recorded",
+        json!({"id": id, "title": d.title}),
+        now,
+    )
+    .await?;
+    Ok(Decision {
+        id,
+        task_id: task,
+        title: d.title,
+        rationale: d.rationale,
+        created_at: now,
+    })
+}
