@@ -28,6 +28,7 @@ struct Histogram {
 pub struct Metrics {
     granted: Mutex<BTreeMap<String, u64>>,
     expired: Mutex<BTreeMap<String, u64>>,
+    polling: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<BTreeMap<(String, String, u16), Histogram>>,
 }
 
@@ -48,6 +49,15 @@ impl Metrics {
     /// Leases of `tenant` found expired.
     pub fn leases_expired(&self, tenant: &str, n: u64) {
         bump(&self.expired, tenant, n);
+    }
+
+    /// Marks a claim of `tenant` as long-polling until the guard drops.
+    pub fn polling(&self, tenant: &str) -> PollGuard<'_> {
+        bump(&self.polling, tenant, 1);
+        PollGuard {
+            metrics: self,
+            tenant: tenant.to_owned(),
+        }
     }
 
     /// One request served.
@@ -81,16 +91,24 @@ impl Metrics {
                 s.as_str()
             );
         }
-        for (name, help, map) in [
+        for (name, kind, help, map) in [
             (
                 "aruntime_leases_granted_total",
+                "counter",
                 "Leases granted.",
                 &self.granted,
             ),
             (
                 "aruntime_leases_expired_total",
+                "counter",
                 "Leases that expired before a final write.",
                 &self.expired,
+            ),
+            (
+                "aruntime_claims_waiting",
+                "gauge",
+                "Claims long-polling for work now.",
+                &self.polling,
             ),
         ] {
             let n = map
@@ -101,7 +119,7 @@ impl Metrics {
                 .unwrap_or(0);
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{tenant=\"{t}\"}} {n}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {n}"
             );
         }
         let _ = writeln!(
@@ -136,6 +154,25 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Counts a long-polling claim while it lives.
+pub struct PollGuard<'a> {
+    metrics: &'a Metrics,
+    tenant: String,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .metrics
+            .polling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 

@@ -66,6 +66,7 @@ pub(super) async fn claim(
             let ms = u64::try_from(due.0 - now.0).unwrap_or(0) + 1;
             until = until.min(Instant::now() + Duration::from_millis(ms));
         }
+        let _waiting = s.metrics.polling(&tenant);
         tokio::select! {
             _ = &mut woken => {}
             _ = tokio::time::sleep_until(until) => {}

@@ -62,7 +62,27 @@ pub(crate) async fn expire(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result
         },
     )?;
     let at = lease.expires_at;
-    close_attempt(ctx, tenant, id, lease.attempt, "abandoned", None, None, at).await?;
+    // The worker is gone and wrote no notes; say what the runtime knows, so
+    // the next attempt learns where its predecessor stopped.
+    let mut notes = format!(
+        "The lease of worker {} expired at {} without a final write.",
+        lease.worker,
+        at.to_rfc3339()
+    );
+    if task.checkpoint_seq > 0 {
+        notes.push_str(&format!(" Last checkpoint: #{}.", task.checkpoint_seq));
+    }
+    close_attempt(
+        ctx,
+        tenant,
+        id,
+        lease.attempt,
+        "abandoned",
+        Some(notes),
+        None,
+        at,
+    )
+    .await?;
     let error = t
         .escalate
         .then_some("attempts exhausted: the last lease expired");
