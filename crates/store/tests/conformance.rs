@@ -1,0 +1,466 @@
+//! The store conformance suite: one set of behaviours every backend must
+//! show, written once as functions over a [`Harness`] and expanded per
+//! backend by `conformance!`. Any change to the `Store` trait extends it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aruntime_api::{EventQuery, NewCheckpoint, NewTask, TaskQuery};
+use aruntime_core::{Artifact, Clock, MockClock, Role, TaskStatus};
+use aruntime_store::sqlite::{Durability, SqliteConfig, SqliteStore};
+use aruntime_store::{ClaimParams, Finish, Idempotency, Store, StoreError};
+use serde_json::json;
+
+struct Harness {
+    store: Arc<dyn Store>,
+    clock: MockClock,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SqliteConfig::new(dir.path());
+        cfg.durability = Durability::Normal;
+        let store = Arc::new(SqliteStore::open(&cfg).await.unwrap());
+        let h = Harness {
+            store,
+            clock: MockClock::default(),
+            _dir: dir,
+        };
+        assert!(
+            h.store
+                .bootstrap("admin-hash", h.clock.now())
+                .await
+                .unwrap()
+        );
+        h.store.tenant_create("b", h.clock.now()).await.unwrap();
+        h
+    }
+
+    async fn task(&self, tenant: &str, spec: NewTask) -> uuid::Uuid {
+        self.store
+            .task_create(tenant, spec, None, self.clock.now())
+            .await
+            .unwrap()
+            .value
+            .id
+    }
+
+    fn params(worker: &str, max: u32) -> ClaimParams {
+        ClaimParams {
+            worker: worker.into(),
+            capabilities: vec![],
+            max,
+            ttl_s: Some(30),
+        }
+    }
+
+    async fn events(&self, tenant: &str) -> Vec<aruntime_core::Event> {
+        let mut all = vec![];
+        let mut q = EventQuery {
+            limit: Some(500),
+            ..Default::default()
+        };
+        loop {
+            let page = self.store.event_list(tenant, &q).await.unwrap();
+            if page.events.is_empty() {
+                return all;
+            }
+            q.after = page.next_after;
+            all.extend(page.events);
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::Harness::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    concurrent_claims_never_overlap,
+    stale_lease_writes_change_nothing,
+    expiry_is_enforced_at_claim_time_without_a_sweeper,
+    one_refused_write_does_not_spoil_its_batch,
+    event_log_is_gapless_per_tenant,
+    completion_readies_dependents_in_the_same_transaction,
+    idempotent_creates_race_to_one_task,
+    blobs_are_deduplicated_per_tenant,
+    tokens_resolve_to_their_tenant,
+);
+
+async fn concurrent_claims_never_overlap(h: &Harness) {
+    for i in 0..200 {
+        h.task("default", NewTask::titled(format!("t{i}"))).await;
+    }
+    let mut joins = vec![];
+    for w in 0..16 {
+        let store = h.store.clone();
+        let now = h.clock.now();
+        joins.push(tokio::spawn(async move {
+            let mut mine = vec![];
+            loop {
+                let out = store
+                    .lease_claim("default", Harness::params(&format!("w{w}"), 3), now)
+                    .await
+                    .unwrap();
+                if out.granted.is_empty() {
+                    return mine;
+                }
+                mine.extend(out.granted.into_iter().map(|c| c.task.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for j in joins {
+        for id in j.await.unwrap() {
+            assert!(seen.insert(id), "task {id} granted twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+async fn stale_lease_writes_change_nothing(h: &Harness) {
+    let id = h.task("default", NewTask::titled("t")).await;
+    let now = h.clock.now();
+    let lease = h
+        .store
+        .lease_claim("default", Harness::params("w", 1), now)
+        .await
+        .unwrap()
+        .granted
+        .remove(0);
+    let cp = |lease: &str| NewCheckpoint {
+        lease: lease.into(),
+        summary: "s".into(),
+        state: json!(null),
+        artifacts: vec![],
+        test_results: json!(null),
+    };
+    h.store
+        .checkpoint_put("default", id, cp(&lease.lease), now)
+        .await
+        .unwrap();
+    let events_before = h.events("default").await.len();
+    for token in ["", "ls_forged", &lease.lease[..lease.lease.len() - 1]] {
+        let e = h
+            .store
+            .checkpoint_put("default", id, cp(token), now)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::LeaseLost), "{e}");
+    }
+    // The right token from the wrong tenant does not even find the task.
+    let e = h
+        .store
+        .checkpoint_put("b", id, cp(&lease.lease), now)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    // Expired by one millisecond past the TTL.
+    h.clock.advance_ms(30_000);
+    let later = h.clock.now();
+    let e = h
+        .store
+        .task_finish(
+            "default",
+            id,
+            &lease.lease,
+            Finish::Complete { result: json!(1) },
+            later,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::LeaseLost));
+    assert!(matches!(
+        h.store
+            .lease_heartbeat("default", &lease.lease, later)
+            .await
+            .unwrap_err(),
+        StoreError::LeaseLost
+    ));
+    assert_eq!(h.events("default").await.len(), events_before);
+    assert_eq!(
+        h.store.checkpoint_list("default", id).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        h.store.task_get("default", id).await.unwrap().status,
+        TaskStatus::Running
+    );
+}
+
+async fn expiry_is_enforced_at_claim_time_without_a_sweeper(h: &Harness) {
+    let id = h.task("default", NewTask::titled("t")).await;
+    let first = h
+        .store
+        .lease_claim("default", Harness::params("a", 1), h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(first.granted.len(), 1);
+    h.clock.advance_ms(29_999);
+    assert!(
+        h.store
+            .lease_claim("default", Harness::params("b", 1), h.clock.now())
+            .await
+            .unwrap()
+            .granted
+            .is_empty()
+    );
+    assert_eq!(
+        h.store.next_due("default", h.clock.now()).await.unwrap(),
+        Some(first.granted[0].expires_at),
+        "a long-poll must know when to look again"
+    );
+    h.clock.advance_ms(1);
+    let second = h
+        .store
+        .lease_claim("default", Harness::params("b", 1), h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(second.expired, 1);
+    assert_eq!(second.granted[0].task.id, id);
+    assert_eq!(second.granted[0].attempt, 2);
+}
+
+async fn one_refused_write_does_not_spoil_its_batch(h: &Harness) {
+    let mut ids = vec![];
+    for i in 0..40 {
+        ids.push(h.task("default", NewTask::titled(format!("t{i}"))).await);
+    }
+    let now = h.clock.now();
+    let leases = h
+        .store
+        .lease_claim("default", Harness::params("w", 40), now)
+        .await
+        .unwrap()
+        .granted;
+    let events_before = h.events("default").await.len();
+    // Half the completions carry a forged token; all are in flight at once so
+    // they share commit batches.
+    let mut joins = vec![];
+    for (i, l) in leases.into_iter().enumerate() {
+        let store = h.store.clone();
+        let token = if i % 2 == 0 {
+            l.lease.clone()
+        } else {
+            format!("{}x", l.lease)
+        };
+        joins.push(tokio::spawn(async move {
+            let r = store
+                .task_finish(
+                    "default",
+                    l.task.id,
+                    &token,
+                    Finish::Complete { result: json!(i) },
+                    now,
+                )
+                .await;
+            (i, l.task.id, r.is_ok())
+        }));
+    }
+    for j in joins {
+        let (i, id, ok) = j.await.unwrap();
+        assert_eq!(ok, i % 2 == 0);
+        let want = if ok {
+            TaskStatus::Done
+        } else {
+            TaskStatus::Running
+        };
+        assert_eq!(h.store.task_get("default", id).await.unwrap().status, want);
+    }
+    assert_eq!(h.events("default").await.len(), events_before + 20);
+}
+
+async fn event_log_is_gapless_per_tenant(h: &Harness) {
+    let mut joins = vec![];
+    for tenant in ["default", "b"] {
+        for i in 0..25 {
+            let store = h.store.clone();
+            let now = h.clock.now();
+            joins.push(tokio::spawn(async move {
+                store
+                    .task_create(tenant, NewTask::titled(format!("{tenant}{i}")), None, now)
+                    .await
+                    .unwrap();
+            }));
+        }
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    for tenant in ["default", "b"] {
+        let seqs: Vec<i64> = h.events(tenant).await.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=25).collect::<Vec<_>>(), "{tenant}");
+    }
+}
+
+async fn completion_readies_dependents_in_the_same_transaction(h: &Harness) {
+    let a = h.task("default", NewTask::titled("a")).await;
+    let mut spec = NewTask::titled("b");
+    spec.depends_on = vec![a, a];
+    let b = h.task("default", spec).await;
+    let tb = h.store.task_get("default", b).await.unwrap();
+    assert_eq!(
+        (tb.status, tb.pending_dependencies, tb.depends_on.len()),
+        (TaskStatus::Backlog, 1, 1)
+    );
+    let l = h
+        .store
+        .lease_claim("default", Harness::params("w", 5), h.clock.now())
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(l.len(), 1, "the dependent must not be offered");
+    h.store
+        .task_finish(
+            "default",
+            a,
+            &l[0].lease,
+            Finish::Complete {
+                result: json!("ok"),
+            },
+            h.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.task_get("default", b).await.unwrap().status,
+        TaskStatus::Ready
+    );
+    let ready: Vec<_> = h
+        .store
+        .task_list(
+            "default",
+            &TaskQuery {
+                status: Some(TaskStatus::Ready),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ready, [b]);
+}
+
+async fn idempotent_creates_race_to_one_task(h: &Harness) {
+    let mut joins = vec![];
+    for _ in 0..10 {
+        let store = h.store.clone();
+        let now = h.clock.now();
+        joins.push(tokio::spawn(async move {
+            let idem = Idempotency {
+                key: "k".into(),
+                request_hash: "h".into(),
+            };
+            store
+                .task_create("default", NewTask::titled("once"), Some(idem), now)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for j in joins {
+        let c = j.await.unwrap();
+        ids.insert(c.value.id);
+        created += usize::from(c.created);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+    // The same key in another tenant is another task.
+    let idem = Idempotency {
+        key: "k".into(),
+        request_hash: "h".into(),
+    };
+    let other = h
+        .store
+        .task_create("b", NewTask::titled("once"), Some(idem), h.clock.now())
+        .await
+        .unwrap();
+    assert!(other.created);
+}
+
+async fn blobs_are_deduplicated_per_tenant(h: &Harness) {
+    let now = h.clock.now();
+    let a1 = h
+        .store
+        .blob_put("default", b"diff --git", now)
+        .await
+        .unwrap();
+    let a2 = h
+        .store
+        .blob_put("default", b"diff --git", now)
+        .await
+        .unwrap();
+    assert_eq!(a1, a2);
+    assert_eq!(
+        h.store.blob_get("default", &a1.sha256).await.unwrap(),
+        b"diff --git"
+    );
+    assert!(matches!(
+        h.store.blob_get("b", &a1.sha256).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+    // A checkpoint may only name blobs of its own tenant.
+    let id = h.task("b", NewTask::titled("t")).await;
+    let l = h
+        .store
+        .lease_claim("b", Harness::params("w", 1), now)
+        .await
+        .unwrap()
+        .granted
+        .remove(0);
+    let cp = NewCheckpoint {
+        lease: l.lease,
+        summary: "s".into(),
+        state: json!(null),
+        artifacts: vec![Artifact {
+            name: "d".into(),
+            sha256: a1.sha256.clone(),
+        }],
+        test_results: json!(null),
+    };
+    assert!(matches!(
+        h.store.checkpoint_put("b", id, cp, now).await.unwrap_err(),
+        StoreError::UnknownBlob(_)
+    ));
+}
+
+async fn tokens_resolve_to_their_tenant(h: &Harness) {
+    let now = h.clock.now();
+    h.store
+        .token_create("b", Role::Viewer, None, "hash-b", now)
+        .await
+        .unwrap();
+    let p = h.store.token_lookup("hash-b").await.unwrap().unwrap();
+    assert_eq!((p.tenant.as_str(), p.role), ("b", Role::Viewer));
+    assert!(h.store.token_lookup("nope").await.unwrap().is_none());
+    let admin = h.store.token_lookup("admin-hash").await.unwrap().unwrap();
+    assert_eq!(
+        (admin.tenant.as_str(), admin.role),
+        ("default", Role::Admin)
+    );
+    assert!(
+        !h.store.bootstrap("again", now).await.unwrap(),
+        "bootstrap runs once"
+    );
+    assert!(matches!(
+        h.store
+            .token_create("ghost", Role::Admin, None, "x", now)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+}
