@@ -80,7 +80,7 @@ fn json(field: &str, v: &Value) -> Checked {
     Ok(())
 }
 
-fn label(field: &str, v: &String) -> Checked {
+fn label(field: &str, v: &str) -> Checked {
     name(field, v)?;
     if v.chars().any(|c| c.is_whitespace() || c == ',') {
         return Err(invalid(field, "labels contain no spaces or commas"));
@@ -134,6 +134,13 @@ pub struct CreateToken {
     /// A note saying who holds it.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+impl CreateToken {
+    /// Checks the note's length.
+    pub fn validate(&self) -> Checked {
+        self.name.as_deref().map_or(Ok(()), |n| name("name", n))
+    }
 }
 
 fn default_attempts() -> u32 {
@@ -200,7 +207,7 @@ impl NewTask {
         name("title", &self.title)?;
         text("goal", &self.goal)?;
         items("acceptance", &self.acceptance, |f, v| text(f, v))?;
-        items("labels", &self.labels, label)?;
+        items("labels", &self.labels, |f, v| label(f, v))?;
         items("depends_on", &self.depends_on, |_, _| Ok(()))?;
         if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(invalid(
@@ -247,7 +254,7 @@ impl TaskPatch {
             items("acceptance", a, |f, v| text(f, v))?;
         }
         if let Some(l) = &self.labels {
-            items("labels", l, label)?;
+            items("labels", l, |f, v| label(f, v))?;
         }
         if let Some(d) = &self.depends_on {
             items("depends_on", d, |_, _| Ok(()))?;
@@ -305,7 +312,7 @@ impl ClaimRequest {
     /// Checks limits.
     pub fn validate(&self) -> Checked {
         name("worker", &self.worker)?;
-        items("capabilities", &self.capabilities, label)?;
+        items("capabilities", &self.capabilities, |f, v| label(f, v))?;
         if !(1..=MAX_CLAIM).contains(&self.max) {
             return Err(invalid("max", format!("max must be 1..={MAX_CLAIM}")));
         }

@@ -232,6 +232,16 @@ pub fn transition(from: Option<TaskStatus>, cmd: Command) -> Result<Transition, 
     }
 }
 
+/// How long a task waits before its next try after `failed` failed attempts:
+/// 1 s, 2 s, 4 s, … capped at 5 minutes. No jitter: retries are spread by
+/// the workers' own timing, and a fixed schedule is easier to read on a board.
+pub fn retry_backoff_ms(failed: u32) -> i64 {
+    const BASE_MS: i64 = 1_000;
+    const CAP_MS: i64 = 300_000;
+    let exp = failed.saturating_sub(1).min(20);
+    (BASE_MS << exp).min(CAP_MS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,14 +370,4 @@ mod tests {
         }
         assert!(transition(Some(TaskStatus::Done), Command::Reopen { waiting: false }).is_err());
     }
-}
-
-/// How long a task waits before its next try after `failed` failed attempts:
-/// 1 s, 2 s, 4 s, … capped at 5 minutes. No jitter: retries are spread by
-/// the workers' own timing, and a fixed schedule is easier to read on a board.
-pub fn retry_backoff_ms(failed: u32) -> i64 {
-    const BASE_MS: i64 = 1_000;
-    const CAP_MS: i64 = 300_000;
-    let exp = failed.saturating_sub(1).min(20);
-    (BASE_MS << exp).min(CAP_MS)
 }

@@ -47,14 +47,14 @@ impl Role {
     pub fn allows(self, p: Permission) -> bool {
         use Permission::*;
         use Role::*;
-        match (self, p) {
-            (Admin, _) => true,
-            (_, Read) => true,
-            (Operator, WriteTasks | Steer) => true,
-            (Worker, Work) => true,
-            (Agent, Work | WriteTasks) => true,
-            _ => false,
-        }
+        matches!(
+            (self, p),
+            (Admin, _)
+                | (_, Read)
+                | (Operator, WriteTasks | Steer)
+                | (Worker, Work)
+                | (Agent, Work | WriteTasks)
+        )
     }
 
     /// The name used on the wire and in the database.

@@ -37,14 +37,7 @@ pub(super) async fn token(
         auth.require_system_admin()
             .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no tenant {tenant}")))?;
     }
-    if let Some(n) = &req.name {
-        if n.len() > aruntime_api::limits::MAX_NAME {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "name is too long",
-            ));
-        }
-    }
+    req.validate()?;
     let token = new_token();
     s.store
         .token_create(
