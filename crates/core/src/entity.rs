@@ -137,7 +137,9 @@ pub struct Attempt {
 }
 
 /// A file attached to a checkpoint, stored as a content-addressed blob.
+/// Unknown fields are refused here too, not only at the request's top level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Artifact {
     /// What it is, e.g. `diff.patch`.
     pub name: String,
