@@ -28,7 +28,7 @@ pub(crate) async fn bootstrap(ctx: &mut WriteCtx, hash: String, now: Timestamp) 
 
 pub(crate) async fn create(ctx: &mut WriteCtx, name: String, now: Timestamp) -> Result<Tenant> {
     let inserted =
-        sqlx::query("INSERT INTO tenants (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        sqlx::query("INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&name)
             .bind(now.0)
             .execute(&mut ctx.conn)
@@ -54,7 +54,7 @@ pub(crate) async fn token(
     hash: String,
     now: Timestamp,
 ) -> Result<()> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?")
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
         .bind(&tenant)
         .fetch_optional(&mut ctx.conn)
         .await?;
@@ -62,7 +62,7 @@ pub(crate) async fn token(
         return Err(StoreError::not_found("tenant", tenant));
     }
     sqlx::query(
-        "INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(hash)
     .bind(&tenant)

@@ -1,4 +1,5 @@
 //! Decoding rows into domain records, and the JSON/UUID column helpers.
+//! Shared by both backends (compiled once per backend; `DbRow` is its row type).
 
 use aruntime_core::{
     Attempt, AttemptOutcome, Checkpoint, Decision, Event, LeaseInfo, Task, TaskStatus, Timestamp,
@@ -6,9 +7,9 @@ use aruntime_core::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
+use super::DbRow;
 use crate::{Result, StoreError};
 
 /// The task columns every task query selects, in [`task`]'s order.
@@ -21,33 +22,33 @@ fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{col}: {e}"))
 }
 
-pub(crate) fn json<T: DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T> {
+pub(crate) fn json<T: DeserializeOwned>(row: &DbRow, col: &str) -> Result<T> {
     let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| corrupt(col, e))
 }
 
-pub(crate) fn opt_json(row: &SqliteRow, col: &str) -> Result<Option<Value>> {
+pub(crate) fn opt_json(row: &DbRow, col: &str) -> Result<Option<Value>> {
     let s: Option<String> = row.try_get(col)?;
     s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(col, e)))
         .transpose()
 }
 
-pub(crate) fn uuid(row: &SqliteRow, col: &str) -> Result<Uuid> {
+pub(crate) fn uuid(row: &DbRow, col: &str) -> Result<Uuid> {
     let s: String = row.try_get(col)?;
     Uuid::parse_str(&s).map_err(|e| corrupt(col, e))
 }
 
-fn opt_uuid(row: &SqliteRow, col: &str) -> Result<Option<Uuid>> {
+fn opt_uuid(row: &DbRow, col: &str) -> Result<Option<Uuid>> {
     let s: Option<String> = row.try_get(col)?;
     s.map(|s| Uuid::parse_str(&s).map_err(|e| corrupt(col, e)))
         .transpose()
 }
 
-fn ts(row: &SqliteRow, col: &str) -> Result<Timestamp> {
+fn ts(row: &DbRow, col: &str) -> Result<Timestamp> {
     Ok(Timestamp(row.try_get(col)?))
 }
 
-fn u32_col(row: &SqliteRow, col: &str) -> Result<u32> {
+fn u32_col(row: &DbRow, col: &str) -> Result<u32> {
     let v: i64 = row.try_get(col)?;
     u32::try_from(v).map_err(|e| corrupt(col, e))
 }
@@ -62,12 +63,12 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-pub(crate) fn status(row: &SqliteRow) -> Result<TaskStatus> {
+pub(crate) fn status(row: &DbRow) -> Result<TaskStatus> {
     let s: String = row.try_get("status")?;
     TaskStatus::parse(&s).ok_or_else(|| corrupt("status", s))
 }
 
-pub(crate) fn task(row: &SqliteRow) -> Result<Task> {
+pub(crate) fn task(row: &DbRow) -> Result<Task> {
     let status = status(row)?;
     let lease_worker: Option<String> = row.try_get("lease_worker")?;
     let lease_expires: Option<i64> = row.try_get("lease_expires_at")?;
@@ -110,7 +111,7 @@ pub(crate) fn task(row: &SqliteRow) -> Result<Task> {
     })
 }
 
-pub(crate) fn attempt(row: &SqliteRow) -> Result<Attempt> {
+pub(crate) fn attempt(row: &DbRow) -> Result<Attempt> {
     let outcome: String = row.try_get("outcome")?;
     let ended: Option<i64> = row.try_get("ended_at")?;
     Ok(Attempt {
@@ -124,7 +125,7 @@ pub(crate) fn attempt(row: &SqliteRow) -> Result<Attempt> {
     })
 }
 
-pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint> {
+pub(crate) fn checkpoint(row: &DbRow) -> Result<Checkpoint> {
     Ok(Checkpoint {
         seq: row.try_get("seq")?,
         attempt: u32_col(row, "attempt")?,
@@ -136,7 +137,7 @@ pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint> {
     })
 }
 
-pub(crate) fn decision(row: &SqliteRow) -> Result<Decision> {
+pub(crate) fn decision(row: &DbRow) -> Result<Decision> {
     Ok(Decision {
         id: uuid(row, "id")?,
         task_id: uuid(row, "task_id")?,
@@ -146,7 +147,7 @@ pub(crate) fn decision(row: &SqliteRow) -> Result<Decision> {
     })
 }
 
-pub(crate) fn event(row: &SqliteRow) -> Result<Event> {
+pub(crate) fn event(row: &DbRow) -> Result<Event> {
     Ok(Event {
         seq: row.try_get("seq")?,
         task_id: opt_uuid(row, "task_id")?,

@@ -9,14 +9,15 @@ use aruntime_core::context::{ContextBundle, DependencyResult, GoalRef, TaskBrief
 use aruntime_core::{
     Attempt, AttemptOutcome, Checkpoint, Decision, Principal, Role, Task, TaskStatus, Timestamp,
 };
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::rows::{self, TASK_COLS};
+use super::{Conn, Pool, dialect};
 use crate::{Result, StoreError};
 
-pub(crate) async fn task(conn: &mut SqliteConnection, tenant: &str, id: Uuid) -> Result<Task> {
-    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ? AND id = ?");
+pub(crate) async fn task(conn: &mut Conn, tenant: &str, id: Uuid) -> Result<Task> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
         .bind(id.to_string())
@@ -26,20 +27,21 @@ pub(crate) async fn task(conn: &mut SqliteConnection, tenant: &str, id: Uuid) ->
     rows::task(&row)
 }
 
-pub(crate) async fn task_get(pool: &SqlitePool, tenant: &str, id: Uuid) -> Result<Task> {
+pub(crate) async fn task_get(pool: &Pool, tenant: &str, id: Uuid) -> Result<Task> {
     let mut conn = pool.acquire().await?;
     task(&mut conn, tenant, id).await
 }
 
-pub(crate) async fn task_list(pool: &SqlitePool, tenant: &str, q: &TaskQuery) -> Result<TaskPage> {
+pub(crate) async fn task_list(pool: &Pool, tenant: &str, q: &TaskQuery) -> Result<TaskPage> {
     let limit = page_size(q.limit, 50);
     let sql = format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ?1 \
-         AND (?2 IS NULL OR status = ?2) \
-         AND (?3 IS NULL OR parent_id = ?3) \
-         AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(tasks.labels) WHERE value = ?4)) \
-         AND (?5 IS NULL OR id > ?5) \
-         ORDER BY id LIMIT ?6"
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 \
+         AND ($2 IS NULL OR status = $2) \
+         AND ($3 IS NULL OR parent_id = $3) \
+         AND ($4 IS NULL OR EXISTS (SELECT 1 FROM {labels} WHERE l.value = $4)) \
+         AND ($5 IS NULL OR id > $5) \
+         ORDER BY id LIMIT $6",
+        labels = dialect::json_values("tasks.labels", "l")
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
@@ -60,9 +62,9 @@ pub(crate) async fn task_list(pool: &SqlitePool, tenant: &str, q: &TaskQuery) ->
     Ok(TaskPage { tasks, next_cursor })
 }
 
-pub(crate) async fn task_counts(pool: &SqlitePool, tenant: &str) -> Result<Vec<(TaskStatus, u64)>> {
+pub(crate) async fn task_counts(pool: &Pool, tenant: &str) -> Result<Vec<(TaskStatus, u64)>> {
     let rows =
-        sqlx::query("SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status")
+        sqlx::query("SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status")
             .bind(tenant)
             .fetch_all(pool)
             .await?;
@@ -77,7 +79,7 @@ pub(crate) async fn task_counts(pool: &SqlitePool, tenant: &str) -> Result<Vec<(
     Ok(out)
 }
 
-pub(crate) async fn board(pool: &SqlitePool, tenant: &str, q: &BoardQuery) -> Result<Board> {
+pub(crate) async fn board(pool: &Pool, tenant: &str, q: &BoardQuery) -> Result<Board> {
     let per_column = page_size(q.cards, 50);
     let mut tx = pool.begin().await?;
     let mut columns = vec![];
@@ -86,14 +88,14 @@ pub(crate) async fn board(pool: &SqlitePool, tenant: &str, q: &BoardQuery) -> Re
             continue;
         }
         let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = ? AND status = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = $1 AND status = $2")
                 .bind(tenant)
                 .bind(status.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
         let sql = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ? AND status = ? \
-             ORDER BY priority DESC, created_at, id LIMIT ?"
+            "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND status = $2 \
+             ORDER BY priority DESC, created_at, id LIMIT $3"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
@@ -127,13 +129,13 @@ pub(crate) async fn board(pool: &SqlitePool, tenant: &str, q: &BoardQuery) -> Re
 }
 
 async fn checkpoints(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     tenant: &str,
     task: Uuid,
     seq: Option<i64>,
 ) -> Result<Vec<Checkpoint>> {
     let rows = sqlx::query(
-        "SELECT * FROM checkpoints WHERE tenant_id = ? AND task_id = ? AND (?3 IS NULL OR seq = ?3) ORDER BY seq",
+        "SELECT * FROM checkpoints WHERE tenant_id = $1 AND task_id = $2 AND ($3 IS NULL OR seq = $3) ORDER BY seq",
     )
     .bind(tenant)
     .bind(task.to_string())
@@ -144,7 +146,7 @@ async fn checkpoints(
 }
 
 pub(crate) async fn checkpoint_list(
-    pool: &SqlitePool,
+    pool: &Pool,
     tenant: &str,
     id: Uuid,
 ) -> Result<Vec<Checkpoint>> {
@@ -154,7 +156,7 @@ pub(crate) async fn checkpoint_list(
 }
 
 pub(crate) async fn checkpoint_get(
-    pool: &SqlitePool,
+    pool: &Pool,
     tenant: &str,
     id: Uuid,
     seq: i64,
@@ -166,27 +168,24 @@ pub(crate) async fn checkpoint_get(
         .ok_or_else(|| StoreError::not_found("checkpoint", format!("{id}/{seq}")))
 }
 
-async fn attempts(conn: &mut SqliteConnection, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
-    let rows = sqlx::query("SELECT * FROM attempts WHERE tenant_id = ? AND task_id = ? ORDER BY n")
-        .bind(tenant)
-        .bind(id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+async fn attempts(conn: &mut Conn, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
+    let rows =
+        sqlx::query("SELECT * FROM attempts WHERE tenant_id = $1 AND task_id = $2 ORDER BY n")
+            .bind(tenant)
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
     rows.iter().map(rows::attempt).collect()
 }
 
-pub(crate) async fn attempt_list(
-    pool: &SqlitePool,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Vec<Attempt>> {
+pub(crate) async fn attempt_list(pool: &Pool, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
     let mut tx = pool.begin().await?;
     task(&mut tx, tenant, id).await?;
     attempts(&mut tx, tenant, id).await
 }
 
 /// The task's ancestors, outermost first.
-async fn goal_chain(conn: &mut SqliteConnection, tenant: &str, t: &Task) -> Result<Vec<GoalRef>> {
+async fn goal_chain(conn: &mut Conn, tenant: &str, t: &Task) -> Result<Vec<GoalRef>> {
     let mut chain = vec![];
     let mut next = t.parent_id;
     // Parents are fixed at creation and must exist then, so the chain has no
@@ -204,16 +203,13 @@ async fn goal_chain(conn: &mut SqliteConnection, tenant: &str, t: &Task) -> Resu
     Ok(chain)
 }
 
-async fn decisions_for(
-    conn: &mut SqliteConnection,
-    tenant: &str,
-    ids: &[Uuid],
-) -> Result<Vec<Decision>> {
+async fn decisions_for(conn: &mut Conn, tenant: &str, ids: &[Uuid]) -> Result<Vec<Decision>> {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let rows = sqlx::query(
-        "SELECT * FROM decisions WHERE tenant_id = ? AND task_id IN (SELECT value FROM json_each(?)) \
-         ORDER BY created_at, id",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM decisions WHERE tenant_id = $1 AND task_id IN (SELECT d.value FROM {}) \
+             ORDER BY created_at, id",
+        dialect::json_values("$2", "d")
+    )))
     .bind(tenant)
     .bind(rows::to_json(&ids))
     .fetch_all(&mut *conn)
@@ -221,11 +217,7 @@ async fn decisions_for(
     rows.iter().map(rows::decision).collect()
 }
 
-pub(crate) async fn decision_list(
-    pool: &SqlitePool,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Vec<Decision>> {
+pub(crate) async fn decision_list(pool: &Pool, tenant: &str, id: Uuid) -> Result<Vec<Decision>> {
     let mut tx = pool.begin().await?;
     let t = task(&mut tx, tenant, id).await?;
     let mut ids: Vec<Uuid> = goal_chain(&mut tx, tenant, &t)
@@ -237,7 +229,7 @@ pub(crate) async fn decision_list(
     decisions_for(&mut tx, tenant, &ids).await
 }
 
-pub(crate) async fn context(pool: &SqlitePool, tenant: &str, id: Uuid) -> Result<ContextBundle> {
+pub(crate) async fn context(pool: &Pool, tenant: &str, id: Uuid) -> Result<ContextBundle> {
     let mut tx = pool.begin().await?;
     let t = task(&mut tx, tenant, id).await?;
     let goal_chain = goal_chain(&mut tx, tenant, &t).await?;
@@ -287,15 +279,11 @@ pub(crate) async fn context(pool: &SqlitePool, tenant: &str, id: Uuid) -> Result
     })
 }
 
-pub(crate) async fn event_list(
-    pool: &SqlitePool,
-    tenant: &str,
-    q: &EventQuery,
-) -> Result<EventPage> {
+pub(crate) async fn event_list(pool: &Pool, tenant: &str, q: &EventQuery) -> Result<EventPage> {
     let limit = page_size(q.limit, 100);
     let rows = sqlx::query(
-        "SELECT * FROM events WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR task_id = ?3) \
-         ORDER BY seq LIMIT ?4",
+        "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 AND ($3 IS NULL OR task_id = $3) \
+         ORDER BY seq LIMIT $4",
     )
     .bind(tenant)
     .bind(q.after)
@@ -309,15 +297,15 @@ pub(crate) async fn event_list(
 }
 
 pub(crate) async fn next_due(
-    pool: &SqlitePool,
+    pool: &Pool,
     tenant: &str,
     now: Timestamp,
 ) -> Result<Option<Timestamp>> {
     let due: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(t) FROM ( \
-           SELECT MIN(lease_expires_at) AS t FROM tasks WHERE tenant_id = ?1 AND status = 'running' \
+           SELECT MIN(lease_expires_at) AS t FROM tasks WHERE tenant_id = $1 AND status = 'running' \
            UNION ALL \
-           SELECT MIN(not_before) AS t FROM tasks WHERE tenant_id = ?1 AND status = 'ready' AND not_before > ?2)",
+           SELECT MIN(not_before) AS t FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before > $2)",
     )
     .bind(tenant)
     .bind(now.0)
@@ -326,8 +314,8 @@ pub(crate) async fn next_due(
     Ok(due.map(Timestamp))
 }
 
-pub(crate) async fn token_lookup(pool: &SqlitePool, hash: &str) -> Result<Option<Principal>> {
-    let row = sqlx::query("SELECT tenant_id, role FROM tokens WHERE hash = ?")
+pub(crate) async fn token_lookup(pool: &Pool, hash: &str) -> Result<Option<Principal>> {
+    let row = sqlx::query("SELECT tenant_id, role FROM tokens WHERE hash = $1")
         .bind(hash)
         .fetch_optional(pool)
         .await?;
@@ -339,12 +327,28 @@ pub(crate) async fn token_lookup(pool: &SqlitePool, hash: &str) -> Result<Option
     }))
 }
 
-pub(crate) async fn blob_known(pool: &SqlitePool, tenant: &str, sha: &str) -> Result<bool> {
+pub(crate) async fn blob_known(pool: &Pool, tenant: &str, sha: &str) -> Result<bool> {
     let found: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = ? AND sha256 = ?")
+        sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
             .bind(tenant)
             .bind(sha)
             .fetch_optional(pool)
             .await?;
     Ok(found.is_some())
+}
+
+/// Tenants with an expired lease (for the sweeper, which then takes each
+/// tenant in its own write).
+pub(crate) async fn tenants_with_expired(
+    pool: &Pool,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM tasks WHERE status = 'running' AND lease_expires_at <= $1 LIMIT $2",
+    )
+    .bind(now.0)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?)
 }

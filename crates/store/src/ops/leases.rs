@@ -10,6 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::dialect;
 use super::rows::{self, TASK_COLS, json_text, to_json};
 use super::tasks::{CLEAR_LEASE, event, load, release_dependents};
 use super::writer::WriteCtx;
@@ -32,8 +33,8 @@ pub(crate) async fn close_attempt(
     at: Timestamp,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE attempts SET outcome = ?, notes = ?, error = ?, ended_at = ? \
-         WHERE tenant_id = ? AND task_id = ? AND n = ?",
+        "UPDATE attempts SET outcome = $1, notes = $2, error = $3, ended_at = $4 \
+         WHERE tenant_id = $5 AND task_id = $6 AND n = $7",
     )
     .bind(outcome)
     .bind(notes)
@@ -49,10 +50,17 @@ pub(crate) async fn close_attempt(
 
 /// Records an expired lease: the attempt is abandoned and the task goes back
 /// to ready, or to failed (with an escalation) when its attempts are used up.
-pub(crate) async fn expire(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<()> {
+pub(crate) async fn expire(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    id: Uuid,
+    now: Timestamp,
+) -> Result<bool> {
     let task = load(ctx, tenant, id).await?;
-    let Some(lease) = task.lease.clone() else {
-        return Ok(());
+    // Re-checked under the row lock: on PostgreSQL another node may have
+    // completed or re-leased the task since it was found expired.
+    let Some(lease) = task.lease.clone().filter(|l| l.expires_at <= now) else {
+        return Ok(false);
     };
     let failed = task.failed_attempts + 1;
     let t = transition(
@@ -87,8 +95,8 @@ pub(crate) async fn expire(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result
         .escalate
         .then_some("attempts exhausted: the last lease expired");
     let sql = format!(
-        "UPDATE tasks SET status = ?, failed_attempts = ?, not_before = 0, {CLEAR_LEASE}, \
-         error = COALESCE(?, error), updated_at = ? WHERE tenant_id = ? AND id = ?"
+        "UPDATE tasks SET status = $1, failed_attempts = $2, not_before = 0, {CLEAR_LEASE}, \
+         error = COALESCE($3, error), updated_at = $4 WHERE tenant_id = $5 AND id = $6"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(t.to.as_str())
@@ -107,7 +115,7 @@ pub(crate) async fn expire(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result
     if t.to == TaskStatus::Ready {
         ctx.wake.insert(tenant.to_owned());
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn escalate(
@@ -124,43 +132,32 @@ async fn escalate(
 
 /// Expired leases of one tenant, recorded before a claim looks for work.
 pub(crate) async fn expire_due_in(ctx: &mut WriteCtx, tenant: &str, now: Timestamp) -> Result<u32> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE tenant_id = ? AND status = 'running' AND lease_expires_at <= ? LIMIT 1000",
-    )
-    .bind(tenant)
-    .bind(now.0)
-    .fetch_all(&mut ctx.conn)
-    .await?;
+    let sql = format!(
+        "SELECT id FROM tasks WHERE tenant_id = $1 AND status = 'running' AND lease_expires_at <= $2 \
+         ORDER BY lease_expires_at LIMIT 1000{}",
+        dialect::SKIP_LOCKED
+    );
+    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(now.0)
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    let mut n = 0;
     for id in &ids {
         let id = Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        expire(ctx, tenant, id).await?;
+        n += u32::from(expire(ctx, tenant, id, now).await?);
     }
-    Ok(u32::try_from(ids.len()).unwrap_or(u32::MAX))
+    Ok(n)
 }
 
-/// Expired leases of every tenant (the sweeper).
-pub(crate) async fn expire_due(
+/// The sweeper's write for one tenant.
+pub(crate) async fn expire_tenant(
     ctx: &mut WriteCtx,
+    tenant: String,
     now: Timestamp,
-    limit: u32,
-) -> Result<Vec<(String, u32)>> {
-    let rows = sqlx::query(
-        "SELECT tenant_id, id FROM tasks WHERE status = 'running' AND lease_expires_at <= ? LIMIT ?",
-    )
-    .bind(now.0)
-    .bind(i64::from(limit))
-    .fetch_all(&mut ctx.conn)
-    .await?;
-    let mut counts: Vec<(String, u32)> = vec![];
-    for row in rows {
-        let tenant: String = row.try_get("tenant_id")?;
-        expire(ctx, &tenant, rows::uuid(&row, "id")?).await?;
-        match counts.iter_mut().find(|(t, _)| *t == tenant) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((tenant, 1)),
-        }
-    }
-    Ok(counts)
+) -> Result<u32> {
+    dialect::lock_tenant(ctx, &tenant).await?;
+    expire_due_in(ctx, &tenant, now).await
 }
 
 pub(crate) async fn claim(
@@ -169,13 +166,16 @@ pub(crate) async fn claim(
     p: ClaimParams,
     now: Timestamp,
 ) -> Result<ClaimOutcome> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     let expired = expire_due_in(ctx, &tenant, now).await?;
     // A task is offered only if every one of its labels is a capability.
     let sql = format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ?1 AND status = 'ready' AND not_before <= ?2 \
-         AND NOT EXISTS (SELECT 1 FROM json_each(tasks.labels) l \
-                         WHERE l.value NOT IN (SELECT value FROM json_each(?3))) \
-         ORDER BY priority DESC, created_at, id LIMIT ?4"
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
+         AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
+         ORDER BY priority DESC, created_at, id LIMIT $4{skip_locked}",
+        labels = dialect::json_values("tasks.labels", "l"),
+        caps = dialect::json_values("$3", "c"),
+        skip_locked = dialect::SKIP_LOCKED,
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&tenant)
@@ -194,8 +194,8 @@ pub(crate) async fn claim(
         let ttl_ms = i64::from(ttl_s) * 1000;
         let expires_at = now.plus_ms(ttl_ms);
         sqlx::query(
-            "UPDATE tasks SET status = ?, attempts = ?, lease_token = ?, lease_worker = ?, lease_attempt = ?, \
-             lease_ttl_ms = ?, lease_expires_at = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+            "UPDATE tasks SET status = $1, attempts = $2, lease_token = $3, lease_worker = $4, lease_attempt = $5, \
+             lease_ttl_ms = $6, lease_expires_at = $7, updated_at = $8 WHERE tenant_id = $9 AND id = $10",
         )
         .bind(t.to.as_str())
         .bind(i64::from(n))
@@ -210,7 +210,7 @@ pub(crate) async fn claim(
         .execute(&mut ctx.conn)
         .await?;
         sqlx::query(
-            "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) VALUES (?, ?, ?, ?, ?, 'running')",
+            "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) VALUES ($1, $2, $3, $4, $5, 'running')",
         )
         .bind(&tenant)
         .bind(task.id.to_string())
@@ -248,14 +248,16 @@ async fn check_lease(
     token: &str,
     now: Timestamp,
 ) -> Result<Task> {
-    let row = sqlx::query(
-        "SELECT status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = ? AND id = ?",
-    )
-    .bind(tenant)
-    .bind(id.to_string())
-    .fetch_optional(&mut ctx.conn)
-    .await?
-    .ok_or_else(|| StoreError::not_found("task", id))?;
+    let sql = format!(
+        "SELECT status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = $1 AND id = $2{}",
+        dialect::FOR_UPDATE
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(id.to_string())
+        .fetch_optional(&mut ctx.conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("task", id))?;
     let held: Option<String> = row.try_get("lease_token")?;
     let expires: Option<i64> = row.try_get("lease_expires_at")?;
     let live = rows::status(&row)? == TaskStatus::Running
@@ -280,8 +282,8 @@ pub(crate) async fn heartbeat(
     now: Timestamp,
 ) -> Result<(Uuid, Timestamp)> {
     let row = sqlx::query(
-        "UPDATE tasks SET lease_expires_at = ?1 + lease_ttl_ms \
-         WHERE tenant_id = ?2 AND lease_token = ?3 AND status = 'running' AND lease_expires_at > ?1 \
+        "UPDATE tasks SET lease_expires_at = $1 + lease_ttl_ms \
+         WHERE tenant_id = $2 AND lease_token = $3 AND status = 'running' AND lease_expires_at > $1 \
          RETURNING id, lease_expires_at",
     )
     .bind(now.0)
@@ -303,11 +305,12 @@ pub(crate) async fn checkpoint(
     cp: NewCheckpoint,
     now: Timestamp,
 ) -> Result<Checkpoint> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     let task = check_lease(ctx, &tenant, id, &cp.lease, now).await?;
     let lease = lease_of(&task)?;
     for a in &cp.artifacts {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = ? AND sha256 = ?")
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
                 .bind(&tenant)
                 .bind(a.sha256.to_ascii_lowercase())
                 .fetch_optional(&mut ctx.conn)
@@ -319,7 +322,7 @@ pub(crate) async fn checkpoint(
     let seq = task.checkpoint_seq + 1;
     sqlx::query(
         "INSERT INTO checkpoints (tenant_id, task_id, seq, attempt, summary, state, artifacts, test_results, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&tenant)
     .bind(id.to_string())
@@ -334,8 +337,8 @@ pub(crate) async fn checkpoint(
     .await?;
     // A checkpoint is proof of life: it renews the lease like a heartbeat.
     sqlx::query(
-        "UPDATE tasks SET checkpoint_seq = ?, lease_expires_at = ? + lease_ttl_ms, updated_at = ? \
-         WHERE tenant_id = ? AND id = ?",
+        "UPDATE tasks SET checkpoint_seq = $1, lease_expires_at = $2 + lease_ttl_ms, updated_at = $3 \
+         WHERE tenant_id = $4 AND id = $5",
     )
     .bind(seq)
     .bind(now.0)
@@ -374,6 +377,7 @@ pub(crate) async fn finish(
     how: Finish,
     now: Timestamp,
 ) -> Result<Task> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     let task = check_lease(ctx, &tenant, id, &token, now).await?;
     let lease = lease_of(&task)?;
     let n = lease.attempt;
@@ -383,8 +387,8 @@ pub(crate) async fn finish(
         Finish::Complete { result } => {
             let t = transition(from, Command::Complete)?;
             let sql = format!(
-                "UPDATE tasks SET status = ?, result = ?, error = NULL, {CLEAR_LEASE}, updated_at = ? \
-                 WHERE tenant_id = ? AND id = ?"
+                "UPDATE tasks SET status = $1, result = $2, error = NULL, {CLEAR_LEASE}, updated_at = $3 \
+                 WHERE tenant_id = $4 AND id = $5"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.to.as_str())
@@ -419,8 +423,8 @@ pub(crate) async fn finish(
                 Timestamp(0)
             };
             let sql = format!(
-                "UPDATE tasks SET status = ?, failed_attempts = ?, error = ?, not_before = ?, \
-                 do_not_retry = ?, {CLEAR_LEASE}, updated_at = ? WHERE tenant_id = ? AND id = ?"
+                "UPDATE tasks SET status = $1, failed_attempts = $2, error = $3, not_before = $4, \
+                 do_not_retry = $5, {CLEAR_LEASE}, updated_at = $6 WHERE tenant_id = $7 AND id = $8"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.to.as_str())
@@ -462,8 +466,8 @@ pub(crate) async fn finish(
         Finish::Block { reason } => {
             let t = transition(from, Command::Block)?;
             let sql = format!(
-                "UPDATE tasks SET status = ?, blocked_reason = ?, {CLEAR_LEASE}, updated_at = ? \
-                 WHERE tenant_id = ? AND id = ?"
+                "UPDATE tasks SET status = $1, blocked_reason = $2, {CLEAR_LEASE}, updated_at = $3 \
+                 WHERE tenant_id = $4 AND id = $5"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.to.as_str())
@@ -500,8 +504,8 @@ pub(crate) async fn finish(
         } => {
             let t = transition(from, Command::Release)?;
             let sql = format!(
-                "UPDATE tasks SET status = ?, not_before = 0, do_not_retry = ?, {CLEAR_LEASE}, updated_at = ? \
-                 WHERE tenant_id = ? AND id = ?"
+                "UPDATE tasks SET status = $1, not_before = 0, do_not_retry = $2, {CLEAR_LEASE}, updated_at = $3 \
+                 WHERE tenant_id = $4 AND id = $5"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.to.as_str())

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::dialect;
 use super::rows::{self, TASK_COLS, to_json};
 use super::writer::WriteCtx;
 use crate::{Created, Idempotency, Result, Steer, StoreError};
@@ -23,7 +24,10 @@ pub(crate) const CLEAR_LEASE: &str = "lease_token = NULL, lease_worker = NULL, \
 
 /// The task as the writer sees it inside the batch transaction.
 pub(crate) async fn load(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<Task> {
-    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant_id = ? AND id = ?");
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND id = $2{}",
+        dialect::FOR_UPDATE
+    );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
         .bind(id.to_string())
@@ -43,13 +47,13 @@ pub(crate) async fn event(
     now: Timestamp,
 ) -> Result<()> {
     let seq: i64 = sqlx::query_scalar(
-        "UPDATE tenants SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq",
+        "UPDATE tenants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
     )
     .bind(tenant)
     .fetch_one(&mut ctx.conn)
     .await?;
     sqlx::query(
-        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(tenant)
     .bind(seq)
@@ -72,7 +76,7 @@ async fn count_pending(ctx: &mut WriteCtx, tenant: &str, deps: &[Uuid]) -> Resul
     let mut pending = 0;
     for (i, d) in deps.iter().enumerate() {
         let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM tasks WHERE tenant_id = ? AND id = ?")
+            sqlx::query_scalar("SELECT status FROM tasks WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
                 .bind(d.to_string())
                 .fetch_optional(&mut ctx.conn)
@@ -93,7 +97,7 @@ async fn count_pending(ctx: &mut WriteCtx, tenant: &str, deps: &[Uuid]) -> Resul
 
 async fn insert_deps(ctx: &mut WriteCtx, tenant: &str, id: Uuid, deps: &[Uuid]) -> Result<()> {
     for d in deps {
-        sqlx::query("INSERT INTO task_deps (tenant_id, task_id, depends_on) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO task_deps (tenant_id, task_id, depends_on) VALUES ($1, $2, $3)")
             .bind(tenant)
             .bind(id.to_string())
             .bind(d.to_string())
@@ -110,9 +114,11 @@ pub(crate) async fn create(
     idem: Option<Idempotency>,
     now: Timestamp,
 ) -> Result<Created<Task>> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     if let Some(i) = &idem {
+        dialect::lock_key(ctx, &tenant, &i.key).await?;
         let row =
-            sqlx::query("SELECT id, idem_hash FROM tasks WHERE tenant_id = ? AND idem_key = ?")
+            sqlx::query("SELECT id, idem_hash FROM tasks WHERE tenant_id = $1 AND idem_key = $2")
                 .bind(&tenant)
                 .bind(&i.key)
                 .fetch_optional(&mut ctx.conn)
@@ -131,8 +137,8 @@ pub(crate) async fn create(
         }
     }
     if let Some(p) = spec.parent_id {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM tasks WHERE tenant_id = ? AND id = ?")
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2")
                 .bind(&tenant)
                 .bind(p.to_string())
                 .fetch_optional(&mut ctx.conn)
@@ -156,7 +162,7 @@ pub(crate) async fn create(
     sqlx::query(
         "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
          parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(&tenant)
     .bind(id.to_string())
@@ -211,7 +217,7 @@ async fn find_cycle(
             continue;
         }
         let next: Option<String> =
-            sqlx::query_scalar("SELECT depends_on FROM tasks WHERE tenant_id = ? AND id = ?")
+            sqlx::query_scalar("SELECT depends_on FROM tasks WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
                 .bind(node.to_string())
                 .fetch_optional(&mut ctx.conn)
@@ -236,6 +242,7 @@ pub(crate) async fn patch(
     patch: TaskPatch,
     now: Timestamp,
 ) -> Result<Task> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     let task = load(ctx, &tenant, id).await?;
     let mut fields: Vec<&str> = vec![];
     if let Some(deps) = patch.depends_on {
@@ -251,7 +258,7 @@ pub(crate) async fn patch(
         if let Some(path) = find_cycle(ctx, &tenant, id, &deps).await? {
             return Err(StoreError::DependencyCycle { path });
         }
-        sqlx::query("DELETE FROM task_deps WHERE tenant_id = ? AND task_id = ?")
+        sqlx::query("DELETE FROM task_deps WHERE tenant_id = $1 AND task_id = $2")
             .bind(&tenant)
             .bind(id.to_string())
             .execute(&mut ctx.conn)
@@ -278,7 +285,7 @@ pub(crate) async fn patch(
             }
             None => task.status,
         };
-        sqlx::query("UPDATE tasks SET depends_on = ?, pending_deps = ?, status = ? WHERE tenant_id = ? AND id = ?")
+        sqlx::query("UPDATE tasks SET depends_on = $1, pending_deps = $2, status = $3 WHERE tenant_id = $4 AND id = $5")
             .bind(to_json(&deps))
             .bind(i64::from(pending))
             .bind(to.as_str())
@@ -300,9 +307,9 @@ pub(crate) async fn patch(
         }
     }
     sqlx::query(
-        "UPDATE tasks SET title = COALESCE(?, title), goal = COALESCE(?, goal), \
-         acceptance = COALESCE(?, acceptance), labels = COALESCE(?, labels), \
-         priority = COALESCE(?, priority), updated_at = ? WHERE tenant_id = ? AND id = ?",
+        "UPDATE tasks SET title = COALESCE($1, title), goal = COALESCE($2, goal), \
+         acceptance = COALESCE($3, acceptance), labels = COALESCE($4, labels), \
+         priority = COALESCE($5, priority), updated_at = $6 WHERE tenant_id = $7 AND id = $8",
     )
     .bind(patch.title)
     .bind(patch.goal)
@@ -338,6 +345,7 @@ pub(crate) async fn steer(
     cmd: Steer,
     now: Timestamp,
 ) -> Result<Task> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     let task = load(ctx, &tenant, id).await?;
     let from = Some(task.status);
     let pending = task.pending_dependencies > 0;
@@ -345,7 +353,7 @@ pub(crate) async fn steer(
     let t = match cmd {
         Steer::Hold => {
             let t = transition(from, Command::Hold)?;
-            sqlx::query("UPDATE tasks SET status = ?, held = 1, updated_at = ? WHERE tenant_id = ? AND id = ?")
+            sqlx::query("UPDATE tasks SET status = $1, held = TRUE, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
                 .bind(t.to.as_str())
                 .bind(now.0)
                 .bind(&tenant)
@@ -368,7 +376,7 @@ pub(crate) async fn steer(
                     deps_pending: pending,
                 },
             )?;
-            sqlx::query("UPDATE tasks SET status = ?, held = 0, updated_at = ? WHERE tenant_id = ? AND id = ?")
+            sqlx::query("UPDATE tasks SET status = $1, held = FALSE, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
                 .bind(t.to.as_str())
                 .bind(now.0)
                 .bind(&tenant)
@@ -380,8 +388,8 @@ pub(crate) async fn steer(
         Steer::Unblock => {
             let t = transition(from, Command::Unblock)?;
             sqlx::query(
-                "UPDATE tasks SET status = ?, blocked_reason = NULL, not_before = 0, updated_at = ? \
-                 WHERE tenant_id = ? AND id = ?",
+                "UPDATE tasks SET status = $1, blocked_reason = NULL, not_before = 0, updated_at = $2 \
+                 WHERE tenant_id = $3 AND id = $4",
             )
             .bind(t.to.as_str())
             .bind(now.0)
@@ -407,7 +415,7 @@ pub(crate) async fn steer(
                 .await?;
             }
             let sql = format!(
-                "UPDATE tasks SET status = ?, {CLEAR_LEASE}, updated_at = ? WHERE tenant_id = ? AND id = ?"
+                "UPDATE tasks SET status = $1, {CLEAR_LEASE}, updated_at = $2 WHERE tenant_id = $3 AND id = $4"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(t.to.as_str())
@@ -426,8 +434,8 @@ pub(crate) async fn steer(
                 },
             )?;
             sqlx::query(
-                "UPDATE tasks SET status = ?, failed_attempts = 0, error = NULL, not_before = 0, \
-                 updated_at = ? WHERE tenant_id = ? AND id = ?",
+                "UPDATE tasks SET status = $1, failed_attempts = 0, error = NULL, not_before = 0, \
+                 updated_at = $2 WHERE tenant_id = $3 AND id = $4",
             )
             .bind(t.to.as_str())
             .bind(now.0)
@@ -461,16 +469,17 @@ pub(crate) async fn release_dependents(
     done: Uuid,
     now: Timestamp,
 ) -> Result<()> {
-    let dependents: Vec<String> =
-        sqlx::query_scalar("SELECT task_id FROM task_deps WHERE tenant_id = ? AND depends_on = ?")
-            .bind(tenant)
-            .bind(done.to_string())
-            .fetch_all(&mut ctx.conn)
-            .await?;
+    let dependents: Vec<String> = sqlx::query_scalar(
+        "SELECT task_id FROM task_deps WHERE tenant_id = $1 AND depends_on = $2",
+    )
+    .bind(tenant)
+    .bind(done.to_string())
+    .fetch_all(&mut ctx.conn)
+    .await?;
     for d in dependents {
         let row = sqlx::query(
-            "UPDATE tasks SET pending_deps = pending_deps - 1, updated_at = ? \
-             WHERE tenant_id = ? AND id = ? AND pending_deps > 0 RETURNING pending_deps, held, status",
+            "UPDATE tasks SET pending_deps = pending_deps - 1, updated_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND pending_deps > 0 RETURNING pending_deps, held, status",
         )
         .bind(now.0)
         .bind(tenant)
@@ -483,7 +492,7 @@ pub(crate) async fn release_dependents(
         let status = rows::status(&row)?;
         if pending == 0 && !held && status == TaskStatus::Backlog {
             let t = transition(Some(status), Command::DependenciesDone)?;
-            sqlx::query("UPDATE tasks SET status = ? WHERE tenant_id = ? AND id = ?")
+            sqlx::query("UPDATE tasks SET status = $1 WHERE tenant_id = $2 AND id = $3")
                 .bind(t.to.as_str())
                 .bind(tenant)
                 .bind(&d)
@@ -504,10 +513,11 @@ pub(crate) async fn decision_add(
     d: NewDecision,
     now: Timestamp,
 ) -> Result<Decision> {
+    dialect::lock_tenant(ctx, &tenant).await?;
     load(ctx, &tenant, task).await?;
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO decisions (tenant_id, id, task_id, title, rationale, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO decisions (tenant_id, id, task_id, title, rationale, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&tenant)
     .bind(id.to_string())
