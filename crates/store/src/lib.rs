@@ -16,11 +16,17 @@
 //! - `error`: [`StoreError`].
 //! - `wake`: per-tenant wake-ups for long-polling claims.
 //! - `blobs`: content-addressed files on disk.
-//! - `sqlite/`: the SQLite backend (`writer` for group commit, `schema` for
-//!   migrations, `rows` for decoding, `tasks`, `leases`, `reads`).
+//! - `ops/`: the SQL operations (`tasks`, `leases`, `reads`, `tenants`,
+//!   `rows`, and the `Store` impl), compiled once per backend.
+//! - `sqlite/`: the embedded backend (group-commit `writer`, `schema`, its
+//!   `dialect`, blobs as files).
+//! - `postgres/`: the multi-node backend (transaction-per-write `writer`,
+//!   `schema` with an advisory lock, its `dialect`, blobs in the database,
+//!   LISTEN/NOTIFY wake-ups).
 
 mod blobs;
 mod error;
+pub mod postgres;
 pub mod sqlite;
 mod wake;
 

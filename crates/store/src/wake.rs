@@ -28,4 +28,13 @@ impl Wakeups {
             n.notify_waiters();
         }
     }
+
+    /// Wakes every waiter of every tenant: after a lost connection, when
+    /// wake-ups from other nodes may have been missed.
+    pub fn wake_all(&self) {
+        let map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        for n in map.values() {
+            n.notify_waiters();
+        }
+    }
 }

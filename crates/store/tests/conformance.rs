@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use aruntime_api::{EventQuery, NewCheckpoint, NewTask, TaskQuery};
 use aruntime_core::{Artifact, Clock, MockClock, Role, TaskStatus};
+use aruntime_store::postgres::{PgConfig, PgStore};
 use aruntime_store::sqlite::{Durability, SqliteConfig, SqliteStore};
 use aruntime_store::{ClaimParams, Finish, Idempotency, Store, StoreError};
 use serde_json::json;
@@ -36,6 +37,24 @@ impl Harness {
         );
         h.store.tenant_create("b", h.clock.now()).await.unwrap();
         h
+    }
+
+    async fn postgres() -> Option<(Harness, aruntime_testkit::TestDb)> {
+        let db = aruntime_testkit::TestDb::create().await?;
+        let store = Arc::new(PgStore::open(&PgConfig::new(&db.url)).await.unwrap());
+        let h = Harness {
+            store,
+            clock: MockClock::default(),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        assert!(
+            h.store
+                .bootstrap("admin-hash", h.clock.now())
+                .await
+                .unwrap()
+        );
+        h.store.tenant_create("b", h.clock.now()).await.unwrap();
+        Some((h, db))
     }
 
     async fn task(&self, tenant: &str, spec: NewTask) -> uuid::Uuid {
@@ -80,6 +99,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(&super::Harness::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    // Without PostgreSQL the harness has said loudly why.
+                    if let Some((h, _db)) = super::Harness::postgres().await {
+                        super::$name(&h).await;
+                    }
                 }
             )*
         }

@@ -305,7 +305,7 @@ pub(crate) async fn next_due(
         "SELECT MIN(t) FROM ( \
            SELECT MIN(lease_expires_at) AS t FROM tasks WHERE tenant_id = $1 AND status = 'running' \
            UNION ALL \
-           SELECT MIN(not_before) AS t FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before > $2)",
+           SELECT MIN(not_before) AS t FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before > $2) AS due",
     )
     .bind(tenant)
     .bind(now.0)
@@ -328,7 +328,7 @@ pub(crate) async fn token_lookup(pool: &Pool, hash: &str) -> Result<Option<Princ
 }
 
 pub(crate) async fn blob_known(pool: &Pool, tenant: &str, sha: &str) -> Result<bool> {
-    let found: Option<i64> =
+    let found: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
             .bind(tenant)
             .bind(sha)

@@ -1,0 +1,217 @@
+//! The PostgreSQL backend, for several stateless server nodes on one
+//! database. Nothing but the database holds state: blobs live in it too, and
+//! wake-ups for long-polling claims travel between nodes with
+//! `LISTEN/NOTIFY`.
+//!
+//! The SQL operations are shared with SQLite (`src/ops/`); what differs is in
+//! [`dialect`]: every write takes its tenant's row lock first (the per-tenant
+//! event counter needs it anyway, and one lock order means no deadlocks),
+//! tasks are read `FOR UPDATE`, claims skip rows other nodes hold
+//! (`FOR UPDATE SKIP LOCKED`), and JSON arrays are read with
+//! `jsonb_array_elements_text`.
+
+#[path = "../ops/leases.rs"]
+mod leases;
+#[path = "../ops/reads.rs"]
+mod reads;
+#[path = "../ops/rows.rs"]
+mod rows;
+mod schema;
+#[path = "../ops/store.rs"]
+mod store;
+#[path = "../ops/tasks.rs"]
+mod tasks;
+#[path = "../ops/tenants.rs"]
+mod tenants;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+
+use crate::{Result, Wakeups};
+use writer::Writer;
+
+type Conn = sqlx::PgConnection;
+type DbRow = sqlx::postgres::PgRow;
+type Pool = sqlx::PgPool;
+type Backend = PgStore;
+
+/// What PostgreSQL says differently from SQLite.
+mod dialect {
+    use super::writer::WriteCtx;
+    use crate::Result;
+
+    /// Tasks are read with a row lock inside writes.
+    pub(crate) const FOR_UPDATE: &str = " FOR UPDATE";
+    /// Claims pass over rows another node is working on.
+    pub(crate) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
+    /// A JSON array (a column or a bound parameter) as rows with a `value`
+    /// column, named `alias`.
+    pub(crate) fn json_values(expr: &str, alias: &str) -> String {
+        format!("jsonb_array_elements_text(({expr})::jsonb) AS {alias}(value)")
+    }
+
+    /// Every write of a tenant takes this lock first: the gapless event
+    /// counter serializes the tenant's writes anyway, and taking it first
+    /// gives all writes one lock order, so nodes never deadlock.
+    pub(crate) async fn lock_tenant(ctx: &mut WriteCtx, tenant: &str) -> Result<()> {
+        sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant)
+            .execute(&mut ctx.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Serializes creates that share an Idempotency-Key, across nodes
+    /// (tenant names contain no `/`, so the lock name is unambiguous).
+    pub(crate) async fn lock_key(ctx: &mut WriteCtx, tenant: &str, key: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{tenant}/{key}"))
+            .execute(&mut ctx.conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Blobs as rows, so that every node serves every blob.
+mod blobs {
+    use aruntime_api::BlobRef;
+    use aruntime_core::Timestamp;
+    use sha2::{Digest, Sha256};
+
+    use super::PgStore;
+    use crate::{Result, StoreError};
+
+    pub(super) async fn put(
+        store: &PgStore,
+        tenant: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<BlobRef> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let size = bytes.len() as u64;
+        let (t, s, data) = (tenant.to_owned(), sha.clone(), bytes.to_vec());
+        store
+            .writer
+            .write(move |ctx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO blobs (tenant_id, sha256, size, created_at, data) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(t)
+                    .bind(s)
+                    .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                    .bind(now.0)
+                    .bind(data)
+                    .execute(&mut ctx.conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(BlobRef { sha256: sha, size })
+    }
+
+    pub(super) async fn get(store: &PgStore, tenant: &str, sha: &str) -> Result<Vec<u8>> {
+        sqlx::query_scalar("SELECT data FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
+            .bind(tenant)
+            .bind(sha)
+            .fetch_optional(&store.read)
+            .await?
+            .ok_or_else(|| StoreError::not_found("blob", sha))
+    }
+}
+
+/// Settings of the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user@host:port/db`.
+    pub url: String,
+    /// Connections for reads.
+    pub read_connections: u32,
+    /// Connections for writes (each write is one transaction on one).
+    pub write_connections: usize,
+    /// Longest a statement may run before it is cancelled.
+    pub statement_timeout: Duration,
+}
+
+impl PgConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgConfig {
+            url: url.into(),
+            read_connections: 8,
+            write_connections: 8,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    writer: Writer,
+    read: Pool,
+    wakeups: Arc<Wakeups>,
+}
+
+impl PgStore {
+    /// Connects, runs migrations (once, even when nodes start together) and
+    /// starts listening for other nodes' wake-ups.
+    pub async fn open(cfg: &PgConfig) -> Result<Self> {
+        let timeout_ms = cfg.statement_timeout.as_millis().to_string();
+        let opts = PgConnectOptions::from_str(&cfg.url)?
+            .options([("statement_timeout", timeout_ms.as_str())])
+            .application_name("aruntime");
+        let mut conn = opts.connect().await?;
+        schema::migrate(&mut conn).await?;
+        drop(conn);
+        let read = PgPoolOptions::new()
+            .max_connections(cfg.read_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts.clone())
+            .await?;
+        let wakeups = Arc::new(Wakeups::default());
+        tokio::spawn(listen(read.clone(), wakeups.clone()));
+        Ok(PgStore {
+            writer: Writer::new(opts, cfg.write_connections, wakeups.clone()),
+            read,
+            wakeups,
+        })
+    }
+}
+
+/// Forwards other nodes' wake-ups to this node's waiters, reconnecting
+/// after the database comes back. Ends when the pool is closed.
+async fn listen(pool: Pool, wakeups: Arc<Wakeups>) {
+    let mut backoff = Duration::from_millis(100);
+    while !pool.is_closed() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if listener.listen(writer::CHANNEL).await.is_err() {
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        // Wake-ups sent while this node was not listening are lost; waking
+        // everyone makes the waiting claims look again.
+        wakeups.wake_all();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => wakeups.wake(n.payload()),
+                Ok(None) => wakeups.wake_all(),
+                Err(_) => break,
+            }
+        }
+    }
+}
