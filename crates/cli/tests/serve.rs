@@ -240,7 +240,7 @@ fn sigterm_exits_promptly_and_answers_a_pending_long_poll() {
 
 #[test]
 fn unsupported_database_url_is_refused_clearly() {
-    for url in ["postgres://x", "mysql://user@127.0.0.1/db"] {
+    for url in ["mysql://user@127.0.0.1/db", "redis://127.0.0.1:6379"] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let data_str = data.to_str().unwrap();
@@ -278,6 +278,34 @@ fn unsupported_database_url_is_refused_clearly() {
             "--database {url}: an admin token was written although nothing started"
         );
     }
+}
+
+#[test]
+fn unreachable_postgres_fails_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Port 1 on loopback: nothing listens there, so the connect is refused.
+    let url = "postgres://postgres@127.0.0.1:1/aruntime";
+    let mut p = Proc::spawn(command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--database",
+        url,
+    ]));
+    let status = p
+        .wait_timeout(Duration::from_secs(60))
+        .expect("aruntime kept running");
+    p.drain_output(Duration::from_secs(5));
+    assert!(!status.success());
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("opening the store"),
+        "stderr does not say why:\n{stderr}"
+    );
+    assert!(p.stdout_lines().is_empty());
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aruntime_core::Clock;
+use aruntime_store::postgres::{PgConfig, PgStore};
 use aruntime_store::sqlite::{Durability, SqliteConfig, SqliteStore};
 use aruntime_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -34,7 +35,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Data directory (database, blobs, admin token).
     pub data_dir: PathBuf,
-    /// `sqlite` (in the data dir) or a `sqlite://` path.
+    /// Omitted or `sqlite` for SQLite in the data dir, `sqlite://DIR`, or
+    /// `postgres://…` to share a PostgreSQL database with other nodes.
     pub database: Option<String>,
     /// SQLite flush policy.
     pub durability: Durability,
@@ -72,6 +74,9 @@ pub async fn open_store(cfg: &ServeConfig) -> Result<Arc<dyn Store>, ServeError>
     let data_dir = match cfg.database.as_deref() {
         None | Some("sqlite") => cfg.data_dir.clone(),
         Some(url) if url.starts_with("sqlite://") => PathBuf::from(&url["sqlite://".len()..]),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            return Ok(Arc::new(PgStore::open(&PgConfig::new(url)).await?));
+        }
         Some(other) => return Err(ServeError::UnsupportedDatabase(other.to_owned())),
     };
     let mut sc = SqliteConfig::new(data_dir);

@@ -1,14 +1,14 @@
 //! The OpenAPI document and the router agree, and /metrics and health work.
 
+#[macro_use]
 mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{TestServer, code};
+use support::{Backend, TestServer, code};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_documented_operation_is_routed() {
-    let srv = TestServer::start().await;
+async fn every_documented_operation_is_routed(backend: Backend) {
+    let srv = server!(backend);
     let (s, doc) = srv
         .raw(Method::GET, "/openapi.json", None, None, None)
         .await;
@@ -70,9 +70,8 @@ fn find_refs(v: &Value) -> Vec<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_show_tasks_leases_and_latency() {
-    let srv = TestServer::start().await;
+async fn metrics_show_tasks_leases_and_latency(backend: Backend) {
+    let srv = server!(backend);
     let a = srv.task(&srv.admin, json!({"title": "a"})).await;
     srv.task(&srv.admin, json!({"title": "b"})).await;
     let (s, _) = srv
@@ -111,3 +110,8 @@ async fn metrics_show_tasks_leases_and_latency() {
     let (s, _) = srv.raw(Method::GET, "/readyz", None, None, None).await;
     assert_eq!(s, 200);
 }
+
+backends!(
+    every_documented_operation_is_routed,
+    metrics_show_tasks_leases_and_latency,
+);

@@ -7,6 +7,7 @@
 //! with the one error shape; afterwards the tenant's tasks, board, event log
 //! and every fixture task read back exactly as before.
 
+#[macro_use]
 mod support;
 
 use aruntime_api::ErrorCode;
@@ -14,7 +15,7 @@ use aruntime_api::limits::{MAX_BLOB, MAX_JSON_BODY, MAX_NAME, MAX_STATE};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{TestServer, code, id};
+use support::{Backend, TestServer, code, id};
 
 const JSON: Option<&str> = Some("application/json");
 const TENANT: &str = "bad-input";
@@ -518,9 +519,8 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_get_clear_errors_and_write_nothing() {
-    let ts = TestServer::start().await;
+async fn bad_requests_get_clear_errors_and_write_nothing(backend: Backend) {
+    let ts = server!(backend);
     let tok = Tokens {
         system: ts.admin.clone(),
         admin: ts.token(TENANT, "admin").await,
@@ -634,9 +634,8 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
 /// Unknown fields are refused inside nested request objects too: an
 /// artifact `{name, sha256}` with an extra key is as wrong as a checkpoint
 /// with one, and the checkpoint must not be written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_field_inside_an_artifact_is_refused_and_writes_nothing() {
-    let ts = TestServer::start().await;
+async fn unknown_field_inside_an_artifact_is_refused_and_writes_nothing(backend: Backend) {
+    let ts = server!(backend);
     let tok = Tokens {
         system: ts.admin.clone(),
         admin: ts.token(TENANT, "admin").await,
@@ -769,3 +768,8 @@ async fn fixture(ts: &TestServer, tok: &Tokens) -> Fixture {
         waiting: id(&waiting),
     }
 }
+
+backends!(
+    bad_requests_get_clear_errors_and_write_nothing,
+    unknown_field_inside_an_artifact_is_refused_and_writes_nothing,
+);

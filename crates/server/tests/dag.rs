@@ -2,16 +2,16 @@
 //! in the same transaction as its last dependency's completion, and cycles
 //! are refused.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
 
 use serde_json::json;
-use support::{TestServer, code, id};
+use support::{Backend, TestServer, code, id};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dag_completes_in_topological_order() {
-    let srv = TestServer::start().await;
+async fn a_dag_completes_in_topological_order(backend: Backend) {
+    let srv = server!(backend);
     let w = srv.token("default", "worker").await;
     let goal = id(&srv
         .task(&srv.admin, json!({"title": "ship", "hold": true}))
@@ -101,9 +101,8 @@ async fn a_dag_completes_in_topological_order() {
     assert_eq!(g["status"], "backlog");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cycles_and_unknown_dependencies_are_refused() {
-    let srv = TestServer::start().await;
+async fn cycles_and_unknown_dependencies_are_refused(backend: Backend) {
+    let srv = server!(backend);
     let a = id(&srv.task(&srv.admin, json!({"title": "a"})).await);
     let b = id(&srv
         .task(&srv.admin, json!({"title": "b", "depends_on": [a]}))
@@ -176,9 +175,8 @@ async fn cycles_and_unknown_dependencies_are_refused() {
     assert_eq!(t["status"], "ready");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decisions_are_inherited_by_subtasks() {
-    let srv = TestServer::start().await;
+async fn decisions_are_inherited_by_subtasks(backend: Backend) {
+    let srv = server!(backend);
     let goal = id(&srv
         .task(&srv.admin, json!({"title": "goal", "hold": true}))
         .await);
@@ -218,3 +216,9 @@ async fn decisions_are_inherited_by_subtasks() {
         "decisions do not flow upwards"
     );
 }
+
+backends!(
+    a_dag_completes_in_topological_order,
+    cycles_and_unknown_dependencies_are_refused,
+    decisions_are_inherited_by_subtasks,
+);

@@ -2,17 +2,17 @@
 //! fencing of a zombie worker after expiry, and recovery with the latest
 //! checkpoint and earlier attempts' notes. Time moves only by the mock clock.
 
+#[macro_use]
 mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use support::{TestServer, code, id};
+use support::{Backend, TestServer, code, id};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_workers_race_for_500_tasks_and_each_completes_once() {
-    let srv = Arc::new(TestServer::start().await);
+async fn eight_workers_race_for_500_tasks_and_each_completes_once(backend: Backend) {
+    let srv = Arc::new(server!(backend));
     let worker = srv.token("default", "worker").await;
     let mut ids = HashSet::new();
     for i in 0..500 {
@@ -113,9 +113,8 @@ async fn eight_workers_race_for_500_tasks_and_each_completes_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zombie_worker_is_fenced_and_next_attempt_resumes_from_its_checkpoint() {
-    let srv = TestServer::start().await;
+async fn zombie_worker_is_fenced_and_next_attempt_resumes_from_its_checkpoint(backend: Backend) {
+    let srv = server!(backend);
     let worker = srv.token("default", "worker").await;
     let t = srv
         .task(
@@ -222,9 +221,8 @@ async fn zombie_worker_is_fenced_and_next_attempt_resumes_from_its_checkpoint() 
     assert_eq!(v["result"], "ok");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handoff_notes_and_do_not_retry_reach_every_later_attempt() {
-    let srv = TestServer::start().await;
+async fn handoff_notes_and_do_not_retry_reach_every_later_attempt(backend: Backend) {
+    let srv = server!(backend);
     let w = srv.token("default", "agent").await;
     let tid = id(&srv
         .task(
@@ -302,9 +300,8 @@ async fn handoff_notes_and_do_not_retry_reach_every_later_attempt() {
     assert!(md.contains("### Attempt 1 by session-1: released"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_back_off_then_escalate_when_attempts_run_out() {
-    let srv = TestServer::start().await;
+async fn failures_back_off_then_escalate_when_attempts_run_out(backend: Backend) {
+    let srv = server!(backend);
     let w = srv.token("default", "worker").await;
     let tid = id(&srv
         .task(&srv.admin, json!({"title": "flaky", "max_attempts": 3}))
@@ -366,9 +363,8 @@ async fn failures_back_off_then_escalate_when_attempts_run_out() {
     assert_eq!(v["status"], "failed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_leases_count_as_attempts_and_escalate() {
-    let srv = TestServer::start().await;
+async fn expired_leases_count_as_attempts_and_escalate(backend: Backend) {
+    let srv = server!(backend);
     let w = srv.token("default", "worker").await;
     let tid = id(&srv
         .task(
@@ -396,9 +392,8 @@ async fn expired_leases_count_as_attempts_and_escalate() {
     assert_eq!(outcomes, ["abandoned", "abandoned"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn block_waits_for_a_person_then_resumes() {
-    let srv = TestServer::start().await;
+async fn block_waits_for_a_person_then_resumes(backend: Backend) {
+    let srv = server!(backend);
     let w = srv.token("default", "worker").await;
     let op = srv.token("default", "operator").await;
     let tid = id(&srv.task(&op, json!({"title": "deploy"})).await);
@@ -433,9 +428,8 @@ async fn block_waits_for_a_person_then_resumes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_match_labels_and_priority() {
-    let srv = TestServer::start().await;
+async fn claims_match_labels_and_priority(backend: Backend) {
+    let srv = server!(backend);
     let w = srv.token("default", "worker").await;
     let low = id(&srv
         .task(&srv.admin, json!({"title": "low", "priority": 1}))
@@ -476,9 +470,8 @@ async fn claims_match_labels_and_priority() {
     assert_eq!(v["leases"][0]["task"]["id"], gpu.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_poll_is_woken_by_a_new_task() {
-    let srv = Arc::new(TestServer::start().await);
+async fn a_long_poll_is_woken_by_a_new_task(backend: Backend) {
+    let srv = Arc::new(server!(backend));
     let w = srv.token("default", "worker").await;
     let poll = {
         let (srv, w) = (srv.clone(), w.clone());
@@ -520,9 +513,8 @@ async fn a_long_poll_is_woken_by_a_new_task() {
     assert_eq!(v["leases"][0]["task"]["id"], tid.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_key_makes_create_safe_to_retry() {
-    let srv = TestServer::start().await;
+async fn idempotency_key_makes_create_safe_to_retry(backend: Backend) {
+    let srv = server!(backend);
     let send = |body: Value, key: &'static str| {
         let srv = &srv;
         async move {
@@ -547,3 +539,15 @@ async fn idempotency_key_makes_create_safe_to_retry() {
     let (_, list) = srv.get("/v1/tasks", &srv.admin).await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
 }
+
+backends!(
+    eight_workers_race_for_500_tasks_and_each_completes_once,
+    zombie_worker_is_fenced_and_next_attempt_resumes_from_its_checkpoint,
+    handoff_notes_and_do_not_retry_reach_every_later_attempt,
+    failures_back_off_then_escalate_when_attempts_run_out,
+    expired_leases_count_as_attempts_and_escalate,
+    block_waits_for_a_person_then_resumes,
+    claims_match_labels_and_priority,
+    a_long_poll_is_woken_by_a_new_task,
+    idempotency_key_makes_create_safe_to_retry,
+);

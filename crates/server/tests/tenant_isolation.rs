@@ -7,11 +7,12 @@
 //! running task of its own. Every name A chose contains "alpha", so a leak
 //! into any of B's answers is easy to spot.
 
+#[macro_use]
 mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{TestServer, code, id};
+use support::{Backend, TestServer, code, id};
 
 const A: &str = "alpha-corp";
 const B: &str = "beta-corp";
@@ -47,8 +48,8 @@ impl World {
     }
 }
 
-async fn world() -> World {
-    let ts = TestServer::start().await;
+async fn world(backend: Backend) -> Option<World> {
+    let ts = TestServer::start_on(backend).await?;
     let a_admin = ts.token(A, "admin").await;
     let a_operator = ts.token(A, "operator").await;
     let a_worker = ts.token(A, "worker").await;
@@ -124,7 +125,7 @@ async fn world() -> World {
 
     // Time passes, so a lease renewal that should not happen would show.
     ts.advance_s(5);
-    World {
+    Some(World {
         ts,
         a_admin,
         a_worker,
@@ -136,7 +137,7 @@ async fn world() -> World {
         sha,
         b_task,
         b_lease,
-    }
+    })
 }
 
 async fn get_ok(ts: &TestServer, path: &str, token: &str) -> Value {
@@ -223,9 +224,10 @@ fn leaks(w: &World, text: &str) -> Vec<String> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_task_routes_answer_as_for_a_task_that_never_existed() {
-    let w = world().await;
+async fn per_task_routes_answer_as_for_a_task_that_never_existed(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let before = snapshot_a(&w).await;
     let lease = w.lease.as_str();
     let routes: Vec<(Method, &str, Option<Value>, Perm)> = vec![
@@ -357,9 +359,10 @@ async fn per_task_routes_answer_as_for_a_task_that_never_existed() {
     w.ts.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lists_board_and_events_show_nothing_of_the_other_tenant() {
-    let w = world().await;
+async fn lists_board_and_events_show_nothing_of_the_other_tenant(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     // A sees its own, so the checks below are not vacuous.
     let a_list = get_ok(&w.ts, "/v1/tasks", &w.a_admin).await;
     assert_eq!(a_list["tasks"].as_array().unwrap().len(), 3, "{a_list}");
@@ -449,9 +452,10 @@ async fn lists_board_and_events_show_nothing_of_the_other_tenant() {
     w.ts.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blobs_are_per_tenant() {
-    let w = world().await;
+async fn blobs_are_per_tenant(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let a_events = get_ok(&w.ts, "/v1/events?limit=500", &w.a_admin).await;
     let never = "ab".repeat(32);
     let mut failures = vec![];
@@ -547,9 +551,10 @@ async fn blobs_are_per_tenant() {
     w.ts.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_tenant_cannot_claim_tasks_or_use_a_lease() {
-    let w = world().await;
+async fn other_tenant_cannot_claim_tasks_or_use_a_lease(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let before = snapshot_a(&w).await;
     let dep_before = get_ok(&w.ts, &format!("/v1/tasks/{}", w.dep), &w.a_admin).await;
 
@@ -669,9 +674,10 @@ async fn other_tenant_cannot_claim_tasks_or_use_a_lease() {
     w.ts.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_and_tenants_cannot_be_made_across_tenants() {
-    let w = world().await;
+async fn tokens_and_tenants_cannot_be_made_across_tenants(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let mut failures = vec![];
     for (role, token) in &w.b {
         let body = json!({"role": "admin"});
@@ -738,9 +744,10 @@ async fn tokens_and_tenants_cannot_be_made_across_tenants() {
     w.ts.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_show_only_the_callers_tenant() {
-    let w = world().await;
+async fn metrics_show_only_the_callers_tenant(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let (s, a_metrics) =
         w.ts.raw(Method::GET, "/metrics", Some(&w.a_admin), None, None)
             .await;
@@ -780,9 +787,10 @@ async fn metrics_show_only_the_callers_tenant() {
 /// A request body naming the given id.
 type BodyFor = fn(&str) -> Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn references_to_the_other_tenants_ids_answer_as_unknown_ids() {
-    let w = world().await;
+async fn references_to_the_other_tenants_ids_answer_as_unknown_ids(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
     let b_operator = w.b("operator");
     let b_ready = id(&w.ts.task(b_operator, json!({"title": "beta ready"})).await);
     let before = snapshot_a(&w).await;
@@ -840,3 +848,13 @@ async fn references_to_the_other_tenants_ids_answer_as_unknown_ids() {
     );
     w.ts.stop().await;
 }
+
+backends!(
+    per_task_routes_answer_as_for_a_task_that_never_existed,
+    lists_board_and_events_show_nothing_of_the_other_tenant,
+    blobs_are_per_tenant,
+    other_tenant_cannot_claim_tasks_or_use_a_lease,
+    tokens_and_tenants_cannot_be_made_across_tenants,
+    metrics_show_only_the_callers_tenant,
+    references_to_the_other_tenants_ids_answer_as_unknown_ids,
+);

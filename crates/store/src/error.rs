@@ -69,12 +69,25 @@ impl StoreError {
     /// Whether retrying later may succeed (the database is down or busy).
     pub fn is_unavailable(&self) -> bool {
         match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                // Connection lost, server shutting down or overloaded,
+                // deadlock or serialization failure: all worth a retry.
+                let code = e.code().unwrap_or_default();
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("53")
+                    || code == "40001"
+                    || code == "40P01"
+                    || code == "55P03"
+                    || code == "57014"
+            }
             StoreError::Database(e) => !matches!(
                 e,
-                sqlx::Error::Database(_)
-                    | sqlx::Error::RowNotFound
+                sqlx::Error::RowNotFound
                     | sqlx::Error::ColumnDecode { .. }
+                    | sqlx::Error::ColumnNotFound(_)
                     | sqlx::Error::Decode(_)
+                    | sqlx::Error::TypeNotFound { .. }
             ),
             StoreError::CommitFailed(_) | StoreError::Closed | StoreError::Io(_) => true,
             _ => false,

@@ -12,6 +12,47 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+/// Which storage backend a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test server on `backend`, or an early return when that backend is not
+/// available here (the testkit has said so loudly).
+macro_rules! server {
+    ($backend:expr) => {
+        match $crate::support::TestServer::start_on($backend).await {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// Expands test functions `async fn name(backend: Backend)` into one test
+/// per backend: `sqlite::name` and `postgres::name`.
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 pub struct TestServer {
     pub base: String,
     pub admin: String,
@@ -20,16 +61,28 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    // Dropped last: the database goes away after the server.
+    _db: Option<aruntime_testkit::TestDb>,
 }
 
 impl TestServer {
+    /// On SQLite.
     pub async fn start() -> TestServer {
+        TestServer::start_on(Backend::Sqlite).await.unwrap()
+    }
+
+    /// On `backend`; `None` when PostgreSQL is not available here.
+    pub async fn start_on(backend: Backend) -> Option<TestServer> {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(MockClock::default());
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(aruntime_testkit::TestDb::create().await?),
+        };
         let cfg = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
-            database: None,
+            database: db.as_ref().map(|d| d.url.clone()),
             durability: Durability::Normal,
         };
         let server = Server::bind(&cfg, clock.clone()).await.unwrap();
@@ -47,7 +100,7 @@ impl TestServer {
                 .await
                 .unwrap();
         });
-        TestServer {
+        Some(TestServer {
             base,
             admin,
             clock,
@@ -55,7 +108,8 @@ impl TestServer {
             dir,
             stop: Some(tx),
             task: Some(task),
-        }
+            _db: db,
+        })
     }
 
     /// Stops the server and waits for it to finish.
