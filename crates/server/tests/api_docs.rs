@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TestServer, code};
+use support::{Backend, code};
 
 async fn every_documented_operation_is_routed(backend: Backend) {
     let srv = server!(backend);

@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 
 use serde_json::json;
-use support::{Backend, TestServer, code, id};
+use support::{Backend, code, id};
 
 async fn a_dag_completes_in_topological_order(backend: Backend) {
     let srv = server!(backend);

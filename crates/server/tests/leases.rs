@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use support::{Backend, TestServer, code, id};
+use support::{Backend, code, id};
 
 async fn eight_workers_race_for_500_tasks_and_each_completes_once(backend: Backend) {
     let srv = Arc::new(server!(backend));

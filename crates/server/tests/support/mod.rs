@@ -21,6 +21,7 @@ pub enum Backend {
 
 /// A test server on `backend`, or an early return when that backend is not
 /// available here (the testkit has said so loudly).
+#[allow(unused_macros)]
 macro_rules! server {
     ($backend:expr) => {
         match $crate::support::TestServer::start_on($backend).await {

@@ -10,17 +10,25 @@
 //! (`FOR UPDATE SKIP LOCKED`), and JSON arrays are read with
 //! `jsonb_array_elements_text`.
 
+// The shared operations are compiled once per backend on purpose: each
+// backend gives them its own connection, row and dialect types.
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/leases.rs"]
 mod leases;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/reads.rs"]
 mod reads;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/rows.rs"]
 mod rows;
 mod schema;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/store.rs"]
 mod store;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/tasks.rs"]
 mod tasks;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/tenants.rs"]
 mod tenants;
 mod writer;

@@ -8,17 +8,25 @@
 //! claim never contends), `json_each` for JSON arrays, and wake-ups that stay
 //! in this process.
 
+// The shared operations are compiled once per backend on purpose: each
+// backend gives them its own connection, row and dialect types.
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/leases.rs"]
 mod leases;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/reads.rs"]
 mod reads;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/rows.rs"]
 mod rows;
 mod schema;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/store.rs"]
 mod store;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/tasks.rs"]
 mod tasks;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/tenants.rs"]
 mod tenants;
 mod writer;
