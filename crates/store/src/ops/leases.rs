@@ -160,6 +160,21 @@ pub(crate) async fn expire_tenant(
     expire_due_in(ctx, &tenant, now).await
 }
 
+/// The claim statement: `$1` tenant, `$2` now, `$3` capabilities (JSON),
+/// `$4` how many. A task is offered only if every one of its labels is a
+/// capability. Walks `tasks_claim` in order and stops at the limit, so its
+/// cost does not grow with the number of finished tasks.
+pub(crate) fn claim_sql() -> String {
+    format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
+         AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
+         ORDER BY priority DESC, created_at, id LIMIT $4{skip_locked}",
+        labels = dialect::json_values("tasks.labels", "l"),
+        caps = dialect::json_values("$3", "c"),
+        skip_locked = dialect::SKIP_LOCKED,
+    )
+}
+
 pub(crate) async fn claim(
     ctx: &mut WriteCtx,
     tenant: String,
@@ -168,16 +183,7 @@ pub(crate) async fn claim(
 ) -> Result<ClaimOutcome> {
     dialect::lock_tenant(ctx, &tenant).await?;
     let expired = expire_due_in(ctx, &tenant, now).await?;
-    // A task is offered only if every one of its labels is a capability.
-    let sql = format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
-         AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
-         ORDER BY priority DESC, created_at, id LIMIT $4{skip_locked}",
-        labels = dialect::json_values("tasks.labels", "l"),
-        caps = dialect::json_values("$3", "c"),
-        skip_locked = dialect::SKIP_LOCKED,
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql()))
         .bind(&tenant)
         .bind(now.0)
         .bind(to_json(&p.capabilities))

@@ -194,6 +194,26 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// `EXPLAIN` of the claim statement for `tenant`, as PostgreSQL would run
+    /// it now: to check that claims stay an index walk as the table grows.
+    pub async fn explain_claim(
+        &self,
+        tenant: &str,
+        now: aruntime_core::Timestamp,
+    ) -> Result<String> {
+        let sql = format!("EXPLAIN {}", leases::claim_sql());
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(now.0)
+            .bind("[]")
+            .bind(10_i64)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(lines.join("\n"))
+    }
+}
+
 /// Forwards other nodes' wake-ups to this node's waiters, reconnecting
 /// after the database comes back. Ends when the pool is closed.
 async fn listen(pool: Pool, wakeups: Arc<Wakeups>) {

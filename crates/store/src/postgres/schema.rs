@@ -5,11 +5,18 @@ use sqlx::PgConnection;
 
 use crate::Result;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/postgres/0001_core.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/postgres/0001_core.sql"),
+    ),
+    (
+        2,
+        "expiry_index",
+        include_str!("../../migrations/postgres/0002_expiry_index.sql"),
+    ),
+];
 
 /// An arbitrary constant naming aruntime's migration lock.
 const LOCK: i64 = 0x6172_756e_7469_6d65;

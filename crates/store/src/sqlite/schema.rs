@@ -5,11 +5,18 @@ use sqlx::SqliteConnection;
 
 use crate::Result;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/sqlite/0001_core.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/sqlite/0001_core.sql"),
+    ),
+    (
+        2,
+        "expiry_index",
+        include_str!("../../migrations/sqlite/0002_expiry_index.sql"),
+    ),
+];
 
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
     sqlx::raw_sql(
