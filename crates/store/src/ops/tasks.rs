@@ -349,19 +349,9 @@ pub(crate) async fn steer(
     let task = load(ctx, &tenant, id).await?;
     let from = Some(task.status);
     let pending = task.pending_dependencies > 0;
-    let idt = id.to_string();
-    let t = match cmd {
-        Steer::Hold => {
-            let t = transition(from, Command::Hold)?;
-            sqlx::query("UPDATE tasks SET status = $1, held = TRUE, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
-                .bind(t.to.as_str())
-                .bind(now.0)
-                .bind(&tenant)
-                .bind(&idt)
-                .execute(&mut ctx.conn)
-                .await?;
-            t
-        }
+    // Each command changes the status plus a fixed set of columns.
+    let (t, set) = match cmd {
+        Steer::Hold => (transition(from, Command::Hold)?, "held = TRUE"),
         Steer::Unhold => {
             if !task.held {
                 return Err(InvalidTransition {
@@ -370,82 +360,43 @@ pub(crate) async fn steer(
                 }
                 .into());
             }
-            let t = transition(
-                from,
-                Command::Unhold {
-                    deps_pending: pending,
-                },
-            )?;
-            sqlx::query("UPDATE tasks SET status = $1, held = FALSE, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
-                .bind(t.to.as_str())
-                .bind(now.0)
-                .bind(&tenant)
-                .bind(&idt)
-                .execute(&mut ctx.conn)
-                .await?;
-            t
-        }
-        Steer::Unblock => {
-            let t = transition(from, Command::Unblock)?;
-            sqlx::query(
-                "UPDATE tasks SET status = $1, blocked_reason = NULL, not_before = 0, updated_at = $2 \
-                 WHERE tenant_id = $3 AND id = $4",
+            let deps_pending = pending;
+            (
+                transition(from, Command::Unhold { deps_pending })?,
+                "held = FALSE",
             )
-            .bind(t.to.as_str())
-            .bind(now.0)
-            .bind(&tenant)
-            .bind(&idt)
-            .execute(&mut ctx.conn)
-            .await?;
-            t
         }
+        Steer::Unblock => (
+            transition(from, Command::Unblock)?,
+            "blocked_reason = NULL, not_before = 0",
+        ),
         Steer::Cancel => {
             let t = transition(from, Command::Cancel)?;
             if let Some(lease) = &task.lease {
-                super::leases::close_attempt(
-                    ctx,
-                    &tenant,
-                    id,
-                    lease.attempt,
-                    "cancelled",
-                    None,
-                    None,
-                    now,
-                )
-                .await?;
+                let n = lease.attempt;
+                super::leases::close_attempt(ctx, &tenant, id, n, "cancelled", None, None, now)
+                    .await?;
             }
-            let sql = format!(
-                "UPDATE tasks SET status = $1, {CLEAR_LEASE}, updated_at = $2 WHERE tenant_id = $3 AND id = $4"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(t.to.as_str())
-                .bind(now.0)
-                .bind(&tenant)
-                .bind(&idt)
-                .execute(&mut ctx.conn)
-                .await?;
-            t
+            (t, CLEAR_LEASE)
         }
         Steer::Reopen => {
-            let t = transition(
-                from,
-                Command::Reopen {
-                    waiting: pending || task.held,
-                },
-            )?;
-            sqlx::query(
-                "UPDATE tasks SET status = $1, failed_attempts = 0, error = NULL, not_before = 0, \
-                 updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+            let waiting = pending || task.held;
+            (
+                transition(from, Command::Reopen { waiting })?,
+                "failed_attempts = 0, error = NULL, not_before = 0",
             )
-            .bind(t.to.as_str())
-            .bind(now.0)
-            .bind(&tenant)
-            .bind(&idt)
-            .execute(&mut ctx.conn)
-            .await?;
-            t
         }
     };
+    let sql = format!(
+        "UPDATE tasks SET status = $1, {set}, updated_at = $2 WHERE tenant_id = $3 AND id = $4"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(t.to.as_str())
+        .bind(now.0)
+        .bind(&tenant)
+        .bind(id.to_string())
+        .execute(&mut ctx.conn)
+        .await?;
     event(
         ctx,
         &tenant,
