@@ -1,6 +1,6 @@
-//! On PostgreSQL a claim stays an index walk however many finished tasks
-//! the table holds: the plan of the real claim statement, over a table of
-//! 300,000 done tasks, uses `tasks_claim` and never scans the table.
+//! What only the PostgreSQL backend has to show: claims stay an index walk
+//! however many finished tasks the table holds, and nodes starting together
+//! migrate once.
 
 use aruntime_api::NewTask;
 use aruntime_core::{Clock, MockClock};
@@ -53,4 +53,29 @@ async fn claim_plan_is_an_index_walk_over_a_large_table() {
         !plan.contains("Sort"),
         "the index gives the order; nothing is sorted:\n{plan}"
     );
+}
+
+/// Nodes starting together on an empty database apply each migration once
+/// (they serialize on an advisory lock) and all come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(db) = aruntime_testkit::TestDb::create().await else {
+        return;
+    };
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::open(&PgConfig::new(url)).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
 }
