@@ -181,7 +181,9 @@ impl PgStore {
         drop(conn);
         let read = PgPoolOptions::new()
             .max_connections(cfg.read_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
+            // While the database is down, requests wait this long for their
+            // 503: short enough for a readiness probe's timeout.
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(opts.clone())
             .await?;
         let wakeups = Arc::new(Wakeups::default());

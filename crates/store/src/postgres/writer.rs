@@ -75,7 +75,12 @@ impl Writer {
             conn: self.conn().await?,
             wake: HashSet::new(),
         };
-        sqlx::query("BEGIN").execute(&mut ctx.conn).await?;
+        if sqlx::query("BEGIN").execute(&mut ctx.conn).await.is_err() {
+            // An idle connection may have died while it waited (the database
+            // restarted). Nothing has happened yet, so a fresh one is safe.
+            ctx.conn = self.opts.connect().await?;
+            sqlx::query("BEGIN").execute(&mut ctx.conn).await?;
+        }
         let out = f(&mut ctx).await;
         let committed = match out {
             Ok(v) => commit(&mut ctx).await.map(|()| v),
