@@ -254,8 +254,9 @@ async fn check_lease(
     token: &str,
     now: Timestamp,
 ) -> Result<Task> {
+    // One read for both the check and the task: every worker write passes here.
     let sql = format!(
-        "SELECT status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = $1 AND id = $2{}",
+        "SELECT {TASK_COLS}, lease_token FROM tasks WHERE tenant_id = $1 AND id = $2{}",
         dialect::FOR_UPDATE
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -265,14 +266,14 @@ async fn check_lease(
         .await?
         .ok_or_else(|| StoreError::not_found("task", id))?;
     let held: Option<String> = row.try_get("lease_token")?;
-    let expires: Option<i64> = row.try_get("lease_expires_at")?;
-    let live = rows::status(&row)? == TaskStatus::Running
-        && held.as_deref() == Some(token)
-        && expires.is_some_and(|e| e > now.0);
+    let task = rows::task(&row)?;
+    // `task.lease` is set only while the task is running.
+    let live =
+        held.as_deref() == Some(token) && task.lease.as_ref().is_some_and(|l| l.expires_at > now);
     if !live {
         return Err(StoreError::LeaseLost);
     }
-    load(ctx, tenant, id).await
+    Ok(task)
 }
 
 fn lease_of(task: &Task) -> Result<LeaseInfo> {
