@@ -16,6 +16,9 @@
 #[path = "../ops/leases.rs"]
 mod leases;
 #[allow(clippy::duplicate_mod)]
+#[path = "../ops/migrate.rs"]
+mod migrate;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/reads.rs"]
 mod reads;
 #[allow(clippy::duplicate_mod)]
@@ -57,6 +60,14 @@ mod dialect {
     pub(crate) const FOR_UPDATE: &str = " FOR UPDATE";
     /// Claims pass over rows another node is working on.
     pub(crate) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
+    /// Opens a write transaction.
+    pub(crate) const BEGIN: &str = "BEGIN";
+    /// The migrations bookkeeping table.
+    pub(crate) const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+    /// Records an applied migration: `$1` version, `$2` name.
+    pub(crate) const RECORD_MIGRATION: &str =
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)";
 
     /// A JSON array (a column or a bound parameter) as rows with a `value`
     /// column, named `alias`.

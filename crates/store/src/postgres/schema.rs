@@ -1,11 +1,12 @@
-//! Versioned migrations for PostgreSQL, run on start. Nodes starting at
-//! once serialize on an advisory lock, so each migration runs exactly once.
+//! PostgreSQL's migrations, run on start by the shared runner. Nodes
+//! starting at once serialize on an advisory lock around it.
 
-use sqlx::PgConnection;
+use super::Conn as PgConnection;
+use super::migrate::{Migrations, apply};
 
 use crate::Result;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &Migrations = &[
     (
         1,
         "core",
@@ -26,46 +27,10 @@ pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<()> {
         .bind(LOCK)
         .execute(&mut *conn)
         .await?;
-    let r = apply(conn).await;
+    let r = apply(conn, MIGRATIONS).await;
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(LOCK)
         .execute(&mut *conn)
         .await;
     r
-}
-
-async fn apply(conn: &mut PgConnection) -> Result<()> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *conn)
-    .await?;
-    for (version, name, sql) in MIGRATIONS {
-        let done: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if done.is_some() {
-            continue;
-        }
-        // DDL is transactional in PostgreSQL: a migration applies whole or not at all.
-        sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
-        let applied = async {
-            sqlx::raw_sql(*sql).execute(&mut *conn).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
-                .bind(version)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::raw_sql("COMMIT").execute(&mut *conn).await
-        }
-        .await;
-        if let Err(e) = applied {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            return Err(e.into());
-        }
-        tracing::info!(version, name, "applied migration");
-    }
-    Ok(())
 }

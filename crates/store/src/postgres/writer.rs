@@ -75,11 +75,17 @@ impl Writer {
             conn: self.conn().await?,
             wake: HashSet::new(),
         };
-        if sqlx::query("BEGIN").execute(&mut ctx.conn).await.is_err() {
+        if sqlx::query(super::dialect::BEGIN)
+            .execute(&mut ctx.conn)
+            .await
+            .is_err()
+        {
             // An idle connection may have died while it waited (the database
             // restarted). Nothing has happened yet, so a fresh one is safe.
             ctx.conn = self.opts.connect().await?;
-            sqlx::query("BEGIN").execute(&mut ctx.conn).await?;
+            sqlx::query(super::dialect::BEGIN)
+                .execute(&mut ctx.conn)
+                .await?;
         }
         let out = f(&mut ctx).await;
         let committed = match out {

@@ -14,6 +14,9 @@
 #[path = "../ops/leases.rs"]
 mod leases;
 #[allow(clippy::duplicate_mod)]
+#[path = "../ops/migrate.rs"]
+mod migrate;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/reads.rs"]
 mod reads;
 #[allow(clippy::duplicate_mod)]
@@ -57,6 +60,13 @@ mod dialect {
     pub(crate) const FOR_UPDATE: &str = "";
     /// Claims never contend, there is one writer.
     pub(crate) const SKIP_LOCKED: &str = "";
+
+    /// Opens a write transaction (a deferred BEGIN that later writes can fail with SQLITE_BUSY).
+    pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
+    /// The migrations bookkeeping table.
+    pub(crate) const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)";
+    /// Records an applied migration: `$1` version, `$2` name.
+    pub(crate) const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, datetime('now'))";
 
     /// A JSON array (a column or a bound parameter) as rows with a `value`
     /// column, named `alias`.

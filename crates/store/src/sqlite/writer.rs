@@ -138,7 +138,7 @@ async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<(), String> {
 }
 
 async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    exec(ctx, "BEGIN IMMEDIATE").await?;
+    exec(ctx, super::dialect::BEGIN).await?;
     let body = async {
         for job in batch.iter_mut() {
             exec(ctx, "SAVEPOINT job").await?;
