@@ -8,9 +8,11 @@
 
 pub mod error;
 pub mod limits;
+pub mod plan;
 pub mod requests;
 pub mod responses;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use plan::{PlanEntry, PlanImport, PlanImported, PlanItem};
 pub use requests::*;
 pub use responses::*;

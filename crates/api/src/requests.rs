@@ -20,9 +20,9 @@ pub struct Invalid {
     pub message: String,
 }
 
-type Checked = Result<(), Invalid>;
+pub(crate) type Checked = Result<(), Invalid>;
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         code: ErrorCode::InvalidInput,
         field: field.into(),
@@ -30,7 +30,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
-fn too_large(field: &str, max: usize) -> Invalid {
+pub(crate) fn too_large(field: &str, max: usize) -> Invalid {
     Invalid {
         code: ErrorCode::PayloadTooLarge,
         field: field.into(),
@@ -38,7 +38,7 @@ fn too_large(field: &str, max: usize) -> Invalid {
     }
 }
 
-fn name(field: &str, v: &str) -> Checked {
+pub(crate) fn name(field: &str, v: &str) -> Checked {
     if v.trim().is_empty() {
         return Err(invalid(field, format!("{field} must not be empty")));
     }
@@ -48,7 +48,7 @@ fn name(field: &str, v: &str) -> Checked {
     Ok(())
 }
 
-fn text(field: &str, v: &str) -> Checked {
+pub(crate) fn text(field: &str, v: &str) -> Checked {
     if v.len() > MAX_TEXT {
         return Err(too_large(field, MAX_TEXT));
     }
@@ -59,7 +59,7 @@ fn opt_text(field: &str, v: &Option<String>) -> Checked {
     v.as_deref().map_or(Ok(()), |v| text(field, v))
 }
 
-fn items<T>(field: &str, v: &[T], each: impl Fn(&str, &T) -> Checked) -> Checked {
+pub(crate) fn items<T>(field: &str, v: &[T], each: impl Fn(&str, &T) -> Checked) -> Checked {
     if v.len() > MAX_ITEMS {
         return Err(invalid(
             field,
@@ -80,7 +80,7 @@ fn json(field: &str, v: &Value) -> Checked {
     Ok(())
 }
 
-fn label(field: &str, v: &str) -> Checked {
+pub(crate) fn label(field: &str, v: &str) -> Checked {
     name(field, v)?;
     if v.chars().any(|c| c.is_whitespace() || c == ',') {
         return Err(invalid(field, "labels contain no spaces or commas"));
@@ -88,7 +88,7 @@ fn label(field: &str, v: &str) -> Checked {
     Ok(())
 }
 
-fn ttl(field: &str, v: u32) -> Checked {
+pub(crate) fn ttl(field: &str, v: u32) -> Checked {
     if !(MIN_TTL_S..=MAX_TTL_S).contains(&v) {
         return Err(invalid(
             field,
@@ -143,10 +143,10 @@ impl CreateToken {
     }
 }
 
-fn default_attempts() -> u32 {
+pub(crate) fn default_attempts() -> u32 {
     3
 }
-fn default_ttl() -> u32 {
+pub(crate) fn default_ttl() -> u32 {
     60
 }
 

@@ -119,6 +119,16 @@ pub fn document() -> Value {
         201,
         r,
     );
+    let (b, r) = (s!(PlanImport), s!(PlanImported));
+    d.op(
+        "post",
+        "/v1/plans",
+        "Import a goal and its subtasks in one transaction (idempotent by key)",
+        b,
+        none(),
+        201,
+        r,
+    );
     let (q, r) = (s!(TaskQuery), s!(TaskPage));
     d.op("get", "/v1/tasks", "List tasks", none(), q, 200, r);
     let r = s!(Task);

@@ -191,6 +191,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Created<Task>>;
     /// One task.
+    /// Creates a plan's goal and subtasks that do not exist yet, in one
+    /// transaction.
+    async fn plan_import(
+        &self,
+        tenant: &str,
+        plan: aruntime_api::PlanImport,
+        now: Timestamp,
+    ) -> Result<aruntime_api::PlanImported>;
+
     async fn task_get(&self, tenant: &str, id: Uuid) -> Result<Task>;
     /// A filtered page of tasks, oldest first.
     async fn task_list(&self, tenant: &str, q: &TaskQuery) -> Result<TaskPage>;

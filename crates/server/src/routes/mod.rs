@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::token))
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/v1/plans", post(tasks::import_plan))
         .route("/v1/tasks/{id}", get(tasks::get).patch(tasks::patch))
         .route("/v1/tasks/{id}/hold", steer(Steer::Hold))
         .route("/v1/tasks/{id}/unhold", steer(Steer::Unhold))

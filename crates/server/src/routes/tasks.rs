@@ -3,7 +3,7 @@
 
 use aruntime_api::{
     AttemptList, Board, BoardQuery, CheckpointList, ContextQuery, DecisionList, ErrorCode,
-    NewDecision, NewTask, TaskPage, TaskPatch, TaskQuery,
+    NewDecision, NewTask, PlanImport, PlanImported, TaskPage, TaskPatch, TaskQuery,
 };
 use aruntime_core::context::Format;
 use aruntime_core::{Checkpoint, Decision, Permission, Task};
@@ -60,6 +60,27 @@ pub(super) async fn create(
         StatusCode::OK
     };
     Ok((status, Json(c.value)))
+}
+
+/// `POST /v1/plans`: 201 when anything was created, 200 when the plan was
+/// already there in full.
+pub(super) async fn import_plan(
+    State(s): State<AppState>,
+    auth: Auth,
+    ApiJson(plan): ApiJson<PlanImport>,
+) -> ApiResult<(StatusCode, Json<PlanImported>)> {
+    auth.require(Permission::WriteTasks)?;
+    plan.validate()?;
+    let out = s
+        .store
+        .plan_import(auth.tenant(), plan, s.clock.now())
+        .await?;
+    let status = if out.created() > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)))
 }
 
 pub(super) async fn get(

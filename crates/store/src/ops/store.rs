@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use aruntime_api::{
     BlobRef, Board, BoardQuery, EventPage, EventQuery, NewCheckpoint, NewDecision, NewTask,
-    TaskPage, TaskPatch, TaskQuery, Tenant,
+    PlanImport, PlanImported, TaskPage, TaskPatch, TaskQuery, Tenant,
 };
 use aruntime_core::context::ContextBundle;
 use aruntime_core::{Attempt, Checkpoint, Decision, Principal, Role, Task, TaskStatus, Timestamp};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Backend, blobs, leases, reads, tasks, tenants};
+use super::{Backend, blobs, leases, plans, reads, tasks, tenants};
 use crate::{
     ClaimOutcome, ClaimParams, Created, Finish, Idempotency, Result, Steer, Store, StoreError,
     Wakeups,
@@ -62,6 +62,18 @@ impl Store for Backend {
         let tenant = tenant.to_owned();
         self.writer
             .write(move |ctx| Box::pin(tasks::create(ctx, tenant, spec, idem, now)))
+            .await
+    }
+
+    async fn plan_import(
+        &self,
+        tenant: &str,
+        plan: PlanImport,
+        now: Timestamp,
+    ) -> Result<PlanImported> {
+        let tenant = tenant.to_owned();
+        self.writer
+            .write(move |ctx| Box::pin(plans::import(ctx, tenant, plan, now)))
             .await
     }
 

@@ -19,6 +19,9 @@ mod leases;
 #[path = "../ops/migrate.rs"]
 mod migrate;
 #[allow(clippy::duplicate_mod)]
+#[path = "../ops/plans.rs"]
+mod plans;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/reads.rs"]
 mod reads;
 #[allow(clippy::duplicate_mod)]
