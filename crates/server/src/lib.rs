@@ -5,9 +5,13 @@
 //! the body with the shared `aruntime-api` rules, and makes one store call;
 //! the store owns every state rule and transaction. The server keeps no
 //! state of its own besides metrics, so several nodes can share a database.
+//!
+//! `/mcp` serves the MCP tools (`aruntime-mcp`) over streamable HTTP without
+//! sessions; they call this same API router in-process.
 
 pub mod auth;
 pub mod error;
+mod in_process;
 pub mod metrics;
 pub mod openapi;
 mod routes;

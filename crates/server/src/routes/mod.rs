@@ -3,6 +3,7 @@
 mod blobs;
 mod events;
 mod leases;
+mod mcp;
 mod system;
 mod tasks;
 mod tenants;
@@ -22,8 +23,18 @@ use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The whole API.
+/// The whole API, and the MCP endpoint at `/mcp`. Call it inside a Tokio
+/// runtime: it spawns the task that ends MCP streams on shutdown.
 pub fn router(state: AppState) -> Router {
+    let api = api(state.clone());
+    // The MCP tools call the API router built without `/mcp`, so a tool
+    // can never reach the MCP endpoint again.
+    let mcp = mcp::router(api.clone(), state);
+    api.merge(mcp)
+}
+
+/// Everything but `/mcp`.
+fn api(state: AppState) -> Router {
     let steer = |cmd: Steer| {
         post(move |s: State<AppState>, a: Auth, p: Path<String>| tasks::steer(s, a, p, cmd))
     };

@@ -1,0 +1,68 @@
+//! `aruntime serve`: flags first, then `ARUNTIME_*` environment variables,
+//! then defaults that work on a laptop (`127.0.0.1:8770`, `./.aruntime`,
+//! embedded SQLite).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use aruntime_core::SystemClock;
+use aruntime_server::{ServeConfig, Server, shutdown_signal};
+use aruntime_store::sqlite::Durability;
+
+/// `aruntime serve` arguments.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one and prints it.
+    #[arg(long, env = "ARUNTIME_LISTEN", default_value = "127.0.0.1:8770")]
+    listen: SocketAddr,
+    /// Directory for the database, blobs and the admin token.
+    #[arg(long, env = "ARUNTIME_DATA_DIR", default_value = "./.aruntime")]
+    data_dir: PathBuf,
+    /// Database: omit for SQLite in the data directory, or `sqlite://DIR`.
+    #[arg(long, env = "ARUNTIME_DATABASE")]
+    database: Option<String>,
+    /// SQLite flush policy: `full` (survives power loss) or `normal`
+    /// (survives a crash of the process; faster).
+    #[arg(long, env = "ARUNTIME_SQLITE_SYNC", default_value = "full")]
+    sqlite_sync: Durability,
+    /// Log filter, e.g. `info` or `aruntime_server=debug`.
+    #[arg(long, env = "ARUNTIME_LOG", default_value = "info")]
+    log: String,
+}
+
+pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&a.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cfg = ServeConfig {
+        listen: a.listen,
+        data_dir: a.data_dir,
+        database: a.database,
+        durability: a.sqlite_sync,
+    };
+    let server = Server::bind(&cfg, Arc::new(SystemClock))
+        .await
+        .with_context(|| {
+            format!(
+                "starting on {} with data in {}",
+                cfg.listen,
+                cfg.data_dir.display()
+            )
+        })?;
+    if let Some(path) = &server.admin_token_file {
+        eprintln!(
+            "aruntime: first start: created tenant `default`; admin token in {}",
+            path.display()
+        );
+    }
+    // Printed on stdout, alone on its line, so scripts can read the port.
+    println!("aruntime listening on http://{}", server.addr);
+    server.run(shutdown_signal()).await?;
+    eprintln!("aruntime: stopped");
+    Ok(())
+}
