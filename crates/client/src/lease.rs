@@ -111,6 +111,11 @@ impl LeaseHandle {
         self.state.borrow().clone()
     }
 
+    /// Follows the lease's state: each renewal, the loss, the finish.
+    pub fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.state.subscribe()
+    }
+
     /// Whether the lease is known to be lost.
     pub fn is_lost(&self) -> bool {
         matches!(*self.state.borrow(), LeaseState::Lost { .. })
