@@ -145,6 +145,8 @@ enum Command {
         #[command(flatten)]
         args: checkpoint::CheckpointArgs,
     },
+    /// Measure throughput, latency, recovery and scale against baselines.
+    Bench(Box<aruntime_bench::BenchArgs>),
     /// Serve MCP over stdio as an agent's sidecar, holding its lease.
     Mcp {
         #[command(flatten)]
@@ -194,6 +196,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(a) => serve::run(a).await?,
+        Command::Bench(a) => {
+            aruntime_bench::run(*a).await?;
+        }
         Command::Task { conn, out, cmd } => tasks::task(&conn.client()?, cmd, out.json).await?,
         Command::Board {
             conn,

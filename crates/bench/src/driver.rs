@@ -1,0 +1,196 @@
+//! The operations a workload drives, over the store in-process (no HTTP)
+//! or over the HTTP client. Both do the same work per call: a claim also
+//! loads each task's context bundle, as the server does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use aruntime_api::{CompleteRequest, NewCheckpoint, NewTask};
+use aruntime_client::{Client, Finish};
+use aruntime_core::{Artifact, Clock, SystemClock, Timestamp};
+use aruntime_store::{ClaimParams, Store};
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A granted lease, as a workload needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    /// The task.
+    pub(crate) task: Uuid,
+    /// The token.
+    pub(crate) token: String,
+    /// The attempt number.
+    pub(crate) attempt: u32,
+}
+
+/// What workloads call.
+#[async_trait]
+pub(crate) trait Api: Send + Sync {
+    /// Creates a task.
+    async fn create(&self, spec: NewTask) -> Result<Uuid>;
+    /// Leases up to `max`, waiting up to `wait_ms` for one.
+    async fn claim(&self, worker: &str, max: u32, wait_ms: u64, ttl_s: Option<u32>) -> Result<Vec<Lease>>;
+    /// Writes a checkpoint.
+    async fn checkpoint(&self, l: &Lease, summary: &str, state: Value, artifacts: Vec<Artifact>) -> Result<()>;
+    /// Completes a task.
+    async fn complete(&self, l: &Lease, result: Value) -> Result<()>;
+    /// Stores a blob; returns its sha256.
+    async fn blob(&self, bytes: Vec<u8>) -> Result<String>;
+}
+
+/// The store in this process.
+pub(crate) struct Embedded {
+    /// The store.
+    pub(crate) store: Arc<dyn Store>,
+    /// The tenant everything runs in.
+    pub(crate) tenant: String,
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+#[async_trait]
+impl Api for Embedded {
+    async fn create(&self, spec: NewTask) -> Result<Uuid> {
+        Ok(self.store.task_create(&self.tenant, spec, None, now()).await?.value.id)
+    }
+
+    async fn claim(&self, worker: &str, max: u32, wait_ms: u64, ttl_s: Option<u32>) -> Result<Vec<Lease>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        let params = ClaimParams {
+            worker: worker.into(),
+            capabilities: vec![],
+            max,
+            ttl_s,
+        };
+        let notify = self.store.wakeups().tenant(&self.tenant);
+        loop {
+            // The server's long-poll, minus HTTP: registered before looking.
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let out = self.store.lease_claim(&self.tenant, params.clone(), now()).await?;
+            if !out.granted.is_empty() || tokio::time::Instant::now() >= deadline {
+                let mut leases = Vec::with_capacity(out.granted.len());
+                for c in out.granted {
+                    self.store.context(&self.tenant, c.task.id).await?;
+                    leases.push(Lease {
+                        task: c.task.id,
+                        token: c.lease,
+                        attempt: c.attempt,
+                    });
+                }
+                return Ok(leases);
+            }
+            let mut until = deadline;
+            let t = now();
+            if let Some(due) = self.store.next_due(&self.tenant, t).await? {
+                let ms = u64::try_from(due.0 - t.0).unwrap_or(0) + 1;
+                until = until.min(tokio::time::Instant::now() + Duration::from_millis(ms));
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn checkpoint(&self, l: &Lease, summary: &str, state: Value, artifacts: Vec<Artifact>) -> Result<()> {
+        let cp = NewCheckpoint {
+            lease: l.token.clone(),
+            summary: summary.into(),
+            state,
+            artifacts,
+            test_results: Value::Null,
+        };
+        self.store.checkpoint_put(&self.tenant, l.task, cp, now()).await?;
+        Ok(())
+    }
+
+    async fn complete(&self, l: &Lease, result: Value) -> Result<()> {
+        let how = aruntime_store::Finish::Complete { result };
+        self.store.task_finish(&self.tenant, l.task, &l.token, how, now()).await?;
+        Ok(())
+    }
+
+    async fn blob(&self, bytes: Vec<u8>) -> Result<String> {
+        Ok(self.store.blob_put(&self.tenant, &bytes, now()).await?.sha256)
+    }
+}
+
+/// A server over HTTP.
+pub(crate) struct Http {
+    /// One client per node; calls spread over them round-robin.
+    pub(crate) clients: Vec<Client>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Http {
+    /// Over these nodes.
+    pub(crate) fn new(clients: Vec<Client>) -> Http {
+        Http {
+            clients,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn client(&self) -> &Client {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.clients[i % self.clients.len()]
+    }
+}
+
+#[async_trait]
+impl Api for Http {
+    async fn create(&self, spec: NewTask) -> Result<Uuid> {
+        Ok(self.client().task_create(&spec, None).await?.0.id)
+    }
+
+    async fn claim(&self, worker: &str, max: u32, wait_ms: u64, ttl_s: Option<u32>) -> Result<Vec<Lease>> {
+        let req = aruntime_api::ClaimRequest {
+            worker: worker.into(),
+            capabilities: vec![],
+            max,
+            wait_ms,
+            ttl_s,
+        };
+        let r = self.client().claim_raw(&req).await?;
+        Ok(r
+            .leases
+            .into_iter()
+            .map(|g| Lease {
+                task: g.task.id,
+                token: g.lease,
+                attempt: g.attempt,
+            })
+            .collect())
+    }
+
+    async fn checkpoint(&self, l: &Lease, summary: &str, state: Value, artifacts: Vec<Artifact>) -> Result<()> {
+        let cp = NewCheckpoint {
+            lease: l.token.clone(),
+            summary: summary.into(),
+            state,
+            artifacts,
+            test_results: Value::Null,
+        };
+        self.client().checkpoint(l.task, &cp).await?;
+        Ok(())
+    }
+
+    async fn complete(&self, l: &Lease, result: Value) -> Result<()> {
+        let how = Finish::Complete(CompleteRequest {
+            lease: l.token.clone(),
+            result,
+        });
+        self.client().finish(l.task, &how).await?;
+        Ok(())
+    }
+
+    async fn blob(&self, bytes: Vec<u8>) -> Result<String> {
+        Ok(self.client().blob_put(bytes).await?.sha256)
+    }
+}

@@ -1,0 +1,333 @@
+//! Where a workload runs: the embedded store, or real `aruntime serve`
+//! processes (one on SQLite, one or two on PostgreSQL), started here and
+//! stopped at the end. Also the baseline measured beside each target, the
+//! seeding of done tasks for `scale`, and reading a server's RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aruntime_client::Client;
+use aruntime_core::{Clock, SystemClock};
+use aruntime_server::ServeConfig;
+use aruntime_store::sqlite::Durability;
+use sqlx::{ConnectOptions, Connection};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::driver::{Api, Embedded, Http};
+
+/// A place to run workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// The SQLite store called in-process, no HTTP.
+    Embedded,
+    /// One `aruntime serve` on SQLite, over loopback HTTP.
+    Sqlite,
+    /// One `aruntime serve` on PostgreSQL.
+    Pg1,
+    /// Two `aruntime serve` nodes sharing one PostgreSQL database.
+    Pg2,
+}
+
+impl TargetKind {
+    /// How the report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TargetKind::Embedded => "embedded store (SQLite, synchronous=FULL, no HTTP)",
+            TargetKind::Sqlite => "1 server on SQLite (synchronous=FULL), loopback HTTP",
+            TargetKind::Pg1 => "1 server on PostgreSQL (synchronous_commit=on), loopback HTTP",
+            TargetKind::Pg2 => "2 servers on one PostgreSQL database, loopback HTTP",
+        }
+    }
+
+    fn is_pg(self) -> bool {
+        matches!(self, TargetKind::Pg1 | TargetKind::Pg2)
+    }
+}
+
+/// A running target.
+pub(crate) struct Target {
+    /// The operations.
+    pub(crate) api: Arc<dyn Api>,
+    /// Server processes (empty when embedded).
+    nodes: Vec<Child>,
+    /// The database, for the baseline and seeding.
+    db: Db,
+    _dir: tempfile::TempDir,
+}
+
+enum Db {
+    Sqlite(PathBuf),
+    Pg { admin_url: String, url: String, name: String },
+}
+
+/// `postgres://u@h:p/db?x` with another database name.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(Child, String)> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ARUNTIME_") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some(url) = database {
+        cmd.args(["--database", url]);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    let out = child.stdout.take().context("server stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("the server did not start within 60 s")??
+        .ok_or_else(|| anyhow!("the server exited before listening"))?;
+    let url = line
+        .strip_prefix("aruntime listening on ")
+        .ok_or_else(|| anyhow!("unexpected first line from the server: {line}"))?
+        .to_owned();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
+}
+
+impl Target {
+    /// Starts `kind` in a fresh directory under `parent`. PostgreSQL targets
+    /// create their own database from `pg_url` and drop it at the end.
+    pub(crate) async fn start(kind: TargetKind, parent: &Path, pg_url: Option<&str>) -> Result<Target> {
+        std::fs::create_dir_all(parent)?;
+        let dir = tempfile::tempdir_in(parent)?;
+        let data = dir.path().to_path_buf();
+        let db = if kind.is_pg() {
+            let admin_url = pg_url
+                .ok_or_else(|| anyhow!("{kind:?} needs --pg-url (or ARUNTIME_BENCH_PG_URL)"))?
+                .to_owned();
+            let name = format!("aruntime_bench_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
+            let mut c = sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut c)
+                .await?;
+            let url = with_database(&admin_url, &name);
+            Db::Pg { admin_url, url, name }
+        } else {
+            Db::Sqlite(data.join("aruntime.db"))
+        };
+        let (api, nodes): (Arc<dyn Api>, Vec<Child>) = match kind {
+            TargetKind::Embedded => {
+                let cfg = ServeConfig {
+                    listen: "127.0.0.1:0".parse()?,
+                    data_dir: data.clone(),
+                    database: None,
+                    durability: Durability::Full,
+                };
+                let store = aruntime_server::open_store(&cfg).await?;
+                aruntime_server::bootstrap_admin(store.as_ref(), &data, &SystemClock).await?;
+                let api = Embedded {
+                    store,
+                    tenant: aruntime_core::DEFAULT_TENANT.into(),
+                };
+                (Arc::new(api), vec![])
+            }
+            _ => {
+                let exe = std::env::current_exe()?;
+                let database = match &db {
+                    Db::Pg { url, .. } => Some(url.as_str()),
+                    Db::Sqlite(_) => None,
+                };
+                let count = if kind == TargetKind::Pg2 { 2 } else { 1 };
+                let mut nodes = vec![];
+                let mut clients = vec![];
+                for _ in 0..count {
+                    let (child, url) = start_node(&exe, &data, database).await?;
+                    let token = std::fs::read_to_string(data.join("admin.token"))
+                        .context("reading the bench server's admin token")?;
+                    clients.push(Client::new(&url, token.trim())?);
+                    nodes.push(child);
+                }
+                (Arc::new(Http::new(clients)), nodes)
+            }
+        };
+        Ok(Target {
+            api,
+            nodes,
+            db,
+            _dir: dir,
+        })
+    }
+
+    /// Resident memory of the server processes (this process when
+    /// embedded), in MiB; the largest node's when there are several.
+    pub(crate) fn rss_mib(&self) -> f64 {
+        let pids: Vec<String> = if self.nodes.is_empty() {
+            vec!["self".into()]
+        } else {
+            self.nodes.iter().filter_map(|c| c.id()).map(|p| p.to_string()).collect()
+        };
+        pids.iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .fold(0.0, f64::max)
+            / 1024.0
+    }
+
+    /// The raw rate of single-row insert transactions, one connection, on
+    /// the same database and durability settings, measured for `secs`.
+    pub(crate) async fn baseline(&self, secs: f64) -> Result<f64> {
+        let run = Duration::from_secs_f64(secs);
+        match &self.db {
+            Db::Sqlite(path) => {
+                let file = path.with_file_name("baseline.db");
+                let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&file)
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .connect()
+                    .await?;
+                sqlx::query("CREATE TABLE IF NOT EXISTS baseline (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+                    .execute(&mut c)
+                    .await?;
+                let (start, mut n) = (Instant::now(), 0u64);
+                while start.elapsed() < run {
+                    sqlx::query("INSERT INTO baseline (v) VALUES ($1)")
+                        .bind("x")
+                        .execute(&mut c)
+                        .await?;
+                    n += 1;
+                }
+                Ok(n as f64 / start.elapsed().as_secs_f64())
+            }
+            Db::Pg { url, .. } => {
+                let mut c = sqlx::PgConnection::connect(url).await?;
+                sqlx::query("CREATE TABLE IF NOT EXISTS baseline (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
+                    .execute(&mut c)
+                    .await?;
+                let (start, mut n) = (Instant::now(), 0u64);
+                while start.elapsed() < run {
+                    sqlx::query("INSERT INTO baseline (v) VALUES ($1)")
+                        .bind("x")
+                        .execute(&mut c)
+                        .await?;
+                    n += 1;
+                }
+                Ok(n as f64 / start.elapsed().as_secs_f64())
+            }
+        }
+    }
+
+    /// Adds `n` done tasks straight into the tasks table (the same columns
+    /// the runtime writes), in chunks; `round` keeps ids unique across calls.
+    /// Seeding through the API would take minutes per million and measure
+    /// nothing `scale` is about.
+    pub(crate) async fn seed_done(&self, n: u64, round: u32, mut progress: impl FnMut(u64)) -> Result<()> {
+        const CHUNK: u64 = 50_000;
+        let now = SystemClock.now().0 - 86_400_000;
+        let mut done = 0;
+        match &self.db {
+            Db::Sqlite(path) => {
+                let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(Duration::from_secs(30))
+                    .connect()
+                    .await?;
+                while done < n {
+                    let k = CHUNK.min(n - done);
+                    let sql = "WITH RECURSIVE s(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) \
+                        INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+                        depends_on, pending_deps, max_attempts, attempts, lease_ttl_s, result, created_at, updated_at) \
+                        SELECT 'default', printf('%08x-0000-7000-8000-%012d', $3, i), 'seeded', '', '[]', '[]', 0, \
+                        'done', 0, '[]', 0, 3, 1, 60, '{}', $4 + i, $4 + i FROM s";
+                    sqlx::query(sql)
+                        .bind(i64::try_from(done + 1)?)
+                        .bind(i64::try_from(done + k)?)
+                        .bind(i64::from(round))
+                        .bind(now)
+                        .execute(&mut c)
+                        .await?;
+                    done += k;
+                    progress(done);
+                }
+                sqlx::query("ANALYZE").execute(&mut c).await?;
+            }
+            Db::Pg { url, .. } => {
+                let mut c = sqlx::PgConnection::connect(url).await?;
+                while done < n {
+                    let k = CHUNK.min(n - done);
+                    let sql = "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+                        depends_on, pending_deps, max_attempts, attempts, lease_ttl_s, result, created_at, updated_at) \
+                        SELECT 'default', lpad(to_hex($3::int), 8, '0') || '-0000-7000-8000-' || lpad(i::text, 12, '0'), \
+                        'seeded', '', '[]', '[]', 0, 'done', false, '[]', 0, 3, 1, 60, '{}', $4 + i, $4 + i \
+                        FROM generate_series($1::bigint, $2::bigint) AS i";
+                    sqlx::query(sql)
+                        .bind(i64::try_from(done + 1)?)
+                        .bind(i64::try_from(done + k)?)
+                        .bind(i32::try_from(round)?)
+                        .bind(now)
+                        .execute(&mut c)
+                        .await?;
+                    done += k;
+                    progress(done);
+                }
+                sqlx::query("ANALYZE tasks").execute(&mut c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the servers and drops a PostgreSQL database.
+    pub(crate) async fn stop(mut self) -> Result<()> {
+        for c in &mut self.nodes {
+            let _ = c.kill().await;
+        }
+        if let Db::Pg { admin_url, name, .. } = &self.db {
+            let mut c = sqlx::PgConnection::connect(admin_url).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses PostgreSQL targets without a URL, before any work starts.
+    pub(crate) fn check(kind: TargetKind, pg_url: Option<&str>) -> Result<()> {
+        if kind.is_pg() && pg_url.is_none() {
+            bail!("target {kind:?} needs --pg-url or ARUNTIME_BENCH_PG_URL");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_name_is_replaced() {
+        use super::with_database as w;
+        assert_eq!(w("postgres://u@h:5432/postgres", "b"), "postgres://u@h:5432/b");
+        assert_eq!(w("postgres://u@h/x?sslmode=disable", "b"), "postgres://u@h/b?sslmode=disable");
+        assert_eq!(w("postgres://u@h", "b"), "postgres://u@h/b");
+    }
+}

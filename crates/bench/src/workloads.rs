@@ -1,0 +1,346 @@
+//! The six workloads. Each returns what it measured; none asserts anything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use aruntime_api::NewTask;
+use aruntime_core::Artifact;
+use futures::future::try_join_all;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::driver::{Api, Lease};
+use crate::progress::Progress;
+use crate::stats::Latency;
+use crate::target::Target;
+
+/// One named latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct Named {
+    /// What was timed.
+    pub name: String,
+    /// Its percentiles.
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+/// What a workload measured.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Measured {
+    /// Tasks per second, for throughput workloads.
+    pub tasks_per_s: Option<f64>,
+    /// Latencies.
+    pub latencies: Vec<Named>,
+    /// Other figures, in words.
+    pub notes: Vec<String>,
+}
+
+fn named(name: &str, samples: &mut [Duration]) -> Named {
+    Named {
+        name: name.into(),
+        latency: Latency::of(samples),
+    }
+}
+
+/// How each leased task is worked in a throughput run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Complete at once.
+    Plain,
+    /// Three checkpoints (1 KB state; the second with a 64 KB artifact), then complete.
+    Checkpointed,
+}
+
+async fn work_one(api: &dyn Api, l: &Lease, work: Work, state: &serde_json::Value) -> Result<()> {
+    if work == Work::Checkpointed {
+        for step in 1..=3 {
+            let mut artifacts = vec![];
+            if step == 2 {
+                // Unique bytes per task, so content addressing cannot dedupe them away.
+                let mut bytes = vec![b'a'; 64 * 1024];
+                bytes[..16].copy_from_slice(l.task.as_bytes());
+                let sha256 = api.blob(bytes).await?;
+                artifacts.push(Artifact {
+                    name: "out.log".into(),
+                    sha256,
+                });
+            }
+            api.checkpoint(l, "step", json!({"step": step, "pad": state}), artifacts)
+                .await?;
+        }
+    }
+    api.complete(l, json!({"ok": true})).await
+}
+
+/// `cycle` and `checkpointed`: producers create `n` tasks while `workers`
+/// lease them `batch` at a time and work them. Throughput is `n` over the
+/// time from the first create to the last completion.
+pub(crate) async fn throughput(
+    api: Arc<dyn Api>,
+    n: u64,
+    workers: u32,
+    batch: u32,
+    work: Work,
+    quiet: bool,
+) -> Result<Measured> {
+    const PRODUCERS: u64 = 8;
+    let completed = Arc::new(AtomicU64::new(0));
+    let lease_lat = Arc::new(Mutex::new(Vec::new()));
+    let e2e_lat = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let mut handles = vec![];
+    for p in 0..PRODUCERS {
+        let api = api.clone();
+        let count = n / PRODUCERS + u64::from(p < n % PRODUCERS);
+        handles.push(tokio::spawn(async move {
+            for i in 0..count {
+                api.create(NewTask::titled(format!("bench {p}-{i}"))).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    // About 1 KB of state per checkpoint.
+    let state = json!("s".repeat(1000));
+    for w in 0..workers {
+        let (api, completed, lease_lat, e2e_lat, state) = (
+            api.clone(),
+            completed.clone(),
+            lease_lat.clone(),
+            e2e_lat.clone(),
+            state.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let name = format!("bench-w{w}");
+            while completed.load(Ordering::Relaxed) < n {
+                let t0 = Instant::now();
+                let leases = api.claim(&name, batch, 200, None).await?;
+                if leases.is_empty() {
+                    continue;
+                }
+                lease_lat.lock().await.push(t0.elapsed());
+                let done = try_join_all(leases.iter().map(|l| {
+                    let (api, state) = (api.clone(), &state);
+                    async move {
+                        work_one(api.as_ref(), l, work, state).await?;
+                        anyhow::Ok(t0.elapsed())
+                    }
+                }))
+                .await?;
+                completed.fetch_add(done.len() as u64, Ordering::Relaxed);
+                e2e_lat.lock().await.extend(done);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut bar = Progress::new(
+        format!("{n} tasks, {workers} workers × batch {batch}"),
+        n,
+        quiet,
+    );
+    let mut all = futures::future::try_join_all(handles);
+    let elapsed = loop {
+        tokio::select! {
+            r = &mut all => {
+                for h in r? { h?; }
+                break start.elapsed();
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => bar.set(completed.load(Ordering::Relaxed)),
+        }
+    };
+    bar.finish();
+    let mut lease = std::mem::take(&mut *lease_lat.lock().await);
+    let mut e2e = std::mem::take(&mut *e2e_lat.lock().await);
+    Ok(Measured {
+        tasks_per_s: Some(n as f64 / elapsed.as_secs_f64()),
+        latencies: vec![named("lease", &mut lease), named("lease→done", &mut e2e)],
+        notes: vec![format!("{n} tasks in {:.2} s", elapsed.as_secs_f64())],
+    })
+}
+
+/// `latency`: one idle worker long-polls; tasks are created one at a time;
+/// from the start of each create to the worker holding the lease.
+pub(crate) async fn latency(api: Arc<dyn Api>, samples: u32, quiet: bool) -> Result<Measured> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, uuid::Uuid)>(1);
+    let worker = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                let leases = api.claim("bench-idle", 1, 10_000, None).await?;
+                for l in leases {
+                    let got = Instant::now();
+                    api.complete(&l, json!({})).await?;
+                    if tx.send((got, l.task)).await.is_err() {
+                        return anyhow::Ok(());
+                    }
+                }
+            }
+        })
+    };
+    let mut bar = Progress::new(format!("{samples} tasks, one at a time"), u64::from(samples), quiet);
+    let mut lat = vec![];
+    for i in 0..samples {
+        let t0 = Instant::now();
+        let id = api.create(NewTask::titled(format!("ping {i}"))).await?;
+        let Some((got, task)) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await? else {
+            bail!("the idle worker stopped");
+        };
+        if task != id {
+            bail!("the idle worker leased {task}, not {id}");
+        }
+        lat.push(got - t0);
+        bar.set(u64::from(i + 1));
+    }
+    bar.finish();
+    // Stop the worker without abandoning a long-poll that could still
+    // grab the next workload's task: it takes this last task, finds nobody
+    // listening, and returns.
+    drop(rx);
+    api.create(NewTask::titled("stop")).await?;
+    worker.await??;
+    Ok(Measured {
+        latencies: vec![named("create→lease", &mut lat)],
+        ..Measured::default()
+    })
+}
+
+/// `recovery`: a worker takes a task with a 1 s lease and dies (never
+/// heartbeats); another long-polls. From the grant to the dead worker to
+/// the other holding the task.
+pub(crate) async fn recovery(api: Arc<dyn Api>, rounds: u32, quiet: bool) -> Result<Measured> {
+    let mut bar = Progress::new(format!("{rounds} dead workers, TTL 1 s"), u64::from(rounds), quiet);
+    let mut lat = vec![];
+    for i in 0..rounds {
+        let mut spec = NewTask::titled(format!("recover {i}"));
+        spec.lease_ttl_s = 1;
+        let id = api.create(spec).await?;
+        let dead = api.claim("bench-doomed", 1, 5_000, Some(1)).await?;
+        let died = Instant::now();
+        if dead.first().map(|l| l.task) != Some(id) {
+            bail!("the doomed worker did not get task {id}");
+        }
+        let next = api.claim("bench-rescuer", 1, 10_000, None).await?;
+        let took = died.elapsed();
+        let Some(l) = next.first() else {
+            bail!("nobody recovered task {id} within 10 s");
+        };
+        if l.task != id || l.attempt != 2 {
+            bail!("recovered {} attempt {}, expected {id} attempt 2", l.task, l.attempt);
+        }
+        api.complete(l, json!({})).await?;
+        lat.push(took);
+        bar.set(u64::from(i + 1));
+    }
+    bar.finish();
+    Ok(Measured {
+        latencies: vec![named("death→re-leased", &mut lat)],
+        notes: vec!["lease TTL 1 s; target ≤ TTL + 1 s".into()],
+        ..Measured::default()
+    })
+}
+
+async fn claim_latency(api: &dyn Api, probes: u32) -> Result<Latency> {
+    for i in 0..probes {
+        api.create(NewTask::titled(format!("probe {i}"))).await?;
+    }
+    let mut lat = vec![];
+    for _ in 0..probes {
+        let t0 = Instant::now();
+        let leases = api.claim("bench-probe", 1, 0, None).await?;
+        lat.push(t0.elapsed());
+        for l in &leases {
+            api.complete(l, json!({})).await?;
+        }
+    }
+    Ok(Latency::of(&mut lat))
+}
+
+/// `scale`: claim latency with `small` and then `large` tasks in the
+/// store, nearly all done (seeded straight into the table).
+pub(crate) async fn scale(target: &Target, small: u64, large: u64, quiet: bool) -> Result<Measured> {
+    const PROBES: u32 = 300;
+    let mut bar = Progress::new(format!("seeding {small} done tasks"), small, quiet);
+    target.seed_done(small, 1, |d| bar.set(d)).await?;
+    bar.finish();
+    let at_small = claim_latency(target.api.as_ref(), PROBES).await?;
+    let mut bar = Progress::new(format!("seeding to {large} done tasks"), large - small, quiet);
+    target.seed_done(large - small, 2, |d| bar.set(d)).await?;
+    bar.finish();
+    let at_large = claim_latency(target.api.as_ref(), PROBES).await?;
+    let ratio = at_large.p50_ms / at_small.p50_ms.max(1e-9);
+    Ok(Measured {
+        latencies: vec![
+            Named {
+                name: format!("claim @{}", human(small)),
+                latency: at_small,
+            },
+            Named {
+                name: format!("claim @{}", human(large)),
+                latency: at_large,
+            },
+        ],
+        notes: vec![format!("p50 ratio {} / {} = {ratio:.2}", human(large), human(small))],
+        ..Measured::default()
+    })
+}
+
+/// `10k`, `1M`.
+pub(crate) fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// `fanout`: one completion releases `n` dependents; from the completion
+/// request to a worker holding the last of them.
+pub(crate) async fn fanout(api: Arc<dyn Api>, n: u32, quiet: bool) -> Result<Measured> {
+    let root = api.create(NewTask::titled("root")).await?;
+    let mut bar = Progress::new(format!("creating {n} dependents"), u64::from(n), quiet);
+    let mut made = 0u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        try_join_all(chunk.iter().map(|i| {
+            let mut spec = NewTask::titled(format!("dependent {i}"));
+            spec.depends_on = vec![root];
+            api.create(spec)
+        }))
+        .await?;
+        made += chunk.len() as u64;
+        bar.set(made);
+    }
+    bar.finish();
+    let leases = api.claim("bench-root", 1, 1_000, None).await?;
+    let Some(l) = leases.first().filter(|l| l.task == root) else {
+        bail!("the root task was not the one ready task");
+    };
+    let t0 = Instant::now();
+    api.complete(l, json!({})).await?;
+    let acked = t0.elapsed();
+    let mut held = vec![];
+    while held.len() < n as usize {
+        let got = api.claim("bench-fan", 100, 1_000, None).await?;
+        if got.is_empty() {
+            bail!("only {} of {n} dependents became leasable", held.len());
+        }
+        held.extend(got);
+    }
+    let all = t0.elapsed();
+    for chunk in held.chunks(64) {
+        try_join_all(chunk.iter().map(|l| api.complete(l, json!({})))).await?;
+    }
+    Ok(Measured {
+        notes: vec![
+            format!("completion acknowledged after {:.1} ms", ms(acked)),
+            format!("all {n} dependents leased after {:.1} ms", ms(all)),
+        ],
+        latencies: vec![named("complete→all leased", &mut [all])],
+        ..Measured::default()
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
