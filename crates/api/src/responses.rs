@@ -62,6 +62,9 @@ pub struct Card {
     pub title: String,
     /// Priority.
     pub priority: i32,
+    /// A person holds it in the backlog.
+    #[serde(default)]
+    pub held: bool,
     /// Labels.
     pub labels: Vec<String>,
     /// Attempts so far.

@@ -31,9 +31,21 @@ pub(crate) trait Api: Send + Sync {
     /// Creates a task.
     async fn create(&self, spec: NewTask) -> Result<Uuid>;
     /// Leases up to `max`, waiting up to `wait_ms` for one.
-    async fn claim(&self, worker: &str, max: u32, wait_ms: u64, ttl_s: Option<u32>) -> Result<Vec<Lease>>;
+    async fn claim(
+        &self,
+        worker: &str,
+        max: u32,
+        wait_ms: u64,
+        ttl_s: Option<u32>,
+    ) -> Result<Vec<Lease>>;
     /// Writes a checkpoint.
-    async fn checkpoint(&self, l: &Lease, summary: &str, state: Value, artifacts: Vec<Artifact>) -> Result<()>;
+    async fn checkpoint(
+        &self,
+        l: &Lease,
+        summary: &str,
+        state: Value,
+        artifacts: Vec<Artifact>,
+    ) -> Result<()>;
     /// Completes a task.
     async fn complete(&self, l: &Lease, result: Value) -> Result<()>;
     /// Stores a blob; returns its sha256.
@@ -55,10 +67,21 @@ fn now() -> Timestamp {
 #[async_trait]
 impl Api for Embedded {
     async fn create(&self, spec: NewTask) -> Result<Uuid> {
-        Ok(self.store.task_create(&self.tenant, spec, None, now()).await?.value.id)
+        Ok(self
+            .store
+            .task_create(&self.tenant, spec, None, now())
+            .await?
+            .value
+            .id)
     }
 
-    async fn claim(&self, worker: &str, max: u32, wait_ms: u64, ttl_s: Option<u32>) -> Result<Vec<Lease>> {
+    async fn claim(
+        &self,
+        worker: &str,
+        max: u32,
+        wait_ms: u64,
+        ttl_s: Option<u32>,
+    ) -> Result<Vec<Lease>> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let params = ClaimParams {
             worker: worker.into(),
@@ -72,7 +95,10 @@ impl Api for Embedded {
             let woken = notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let out = self.store.lease_claim(&self.tenant, params.clone(), now()).await?;
+            let out = self
+                .store
+                .lease_claim(&self.tenant, params.clone(), now())
+                .await?;
             if !out.granted.is_empty() || tokio::time::Instant::now() >= deadline {
                 let mut leases = Vec::with_capacity(out.granted.len());
                 for c in out.granted {
@@ -98,7 +124,13 @@ impl Api for Embedded {
         }
     }
 
-    async fn checkpoint(&self, l: &Lease, summary: &str, state: Value, artifacts: Vec<Artifact>) -> Result<()> {
+    async fn checkpoint(
+        &self,
+        l: &Lease,
+        summary: &str,
+        state: Value,
+        artifacts: Vec<Artifact>,
+    ) -> Result<()> {
         let cp = NewCheckpoint {
             lease: l.token.clone(),
             summary: summary.into(),
@@ -106,18 +138,26 @@ impl Api for Embedded {
             artifacts,
             test_results: Value::Null,
         };
-        self.store.checkpoint_put(&self.tenant, l.task, cp, now()).await?;
+        self.store
+            .checkpoint_put(&self.tenant, l.task, cp, now())
+            .await?;
         Ok(())
     }
 
     async fn complete(&self, l: &Lease, result: Value) -> Result<()> {
         let how = aruntime_store::Finish::Complete { result };
-        self.store.task_finish(&self.tenant, l.task, &l.token, how, now()).await?;
+        self.store
+            .task_finish(&self.tenant, l.task, &l.token, how, now())
+            .await?;
         Ok(())
     }
 
     async fn blob(&self, bytes: Vec<u8>) -> Result<String> {
-        Ok(self.store.blob_put(&self.tenant, &bytes, now()).await?.sha256)
+        Ok(self
+            .store
+            .blob_put(&self.tenant, &bytes, now())
+            .await?
+            .sha256)
     }
 }
 
@@ -149,7 +189,13 @@ impl Api for Http {
         Ok(self.client().task_create(&spec, None).await?.0.id)
     }
 
-    async fn claim(&self, worker: &str, max: u32, wait_ms: u64, ttl_s: Option<u32>) -> Result<Vec<Lease>> {
+    async fn claim(
+        &self,
+        worker: &str,
+        max: u32,
+        wait_ms: u64,
+        ttl_s: Option<u32>,
+    ) -> Result<Vec<Lease>> {
         let req = aruntime_api::ClaimRequest {
             worker: worker.into(),
             capabilities: vec![],
@@ -158,8 +204,7 @@ impl Api for Http {
             ttl_s,
         };
         let r = self.client().claim_raw(&req).await?;
-        Ok(r
-            .leases
+        Ok(r.leases
             .into_iter()
             .map(|g| Lease {
                 task: g.task.id,
@@ -169,7 +214,13 @@ impl Api for Http {
             .collect())
     }
 
-    async fn checkpoint(&self, l: &Lease, summary: &str, state: Value, artifacts: Vec<Artifact>) -> Result<()> {
+    async fn checkpoint(
+        &self,
+        l: &Lease,
+        summary: &str,
+        state: Value,
+        artifacts: Vec<Artifact>,
+    ) -> Result<()> {
         let cp = NewCheckpoint {
             lease: l.token.clone(),
             summary: summary.into(),

@@ -21,9 +21,9 @@ use serde::Serialize;
 
 pub use plot::Point;
 pub use stats::Latency;
+use target::Target;
 pub use target::TargetKind;
 pub use workloads::{Measured, Named};
-use target::Target;
 use workloads::{Work, human};
 
 /// A workload.
@@ -151,7 +151,11 @@ async fn run_workload(t: &Target, w: Workload, a: &BenchArgs, quiet: bool) -> Re
 }
 
 fn print_target(r: &TargetReport) {
-    println!("\n{} — {}", format!("{:?}", r.target).to_lowercase(), r.description);
+    println!(
+        "\n{} — {}",
+        format!("{:?}", r.target).to_lowercase(),
+        r.description
+    );
     println!(
         "baseline: {:.0} single-row commits/s (one connection, same database and durability)",
         r.baseline_commits_per_s
@@ -172,7 +176,12 @@ fn print_target(r: &TargetReport) {
             .measured
             .latencies
             .iter()
-            .map(|n| format!("{} {:.2} / {:.2}", n.name, n.latency.p50_ms, n.latency.p99_ms))
+            .map(|n| {
+                format!(
+                    "{} {:.2} / {:.2}",
+                    n.name, n.latency.p50_ms, n.latency.p99_ms
+                )
+            })
             .collect();
         let name = format!("{:?}", row.workload).to_lowercase();
         println!(
@@ -223,7 +232,10 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
         let t = Target::start(kind, &a.dir, a.pg_url.as_deref())
             .await
             .with_context(|| format!("starting target {kind:?}"))?;
-        eprintln!("  baseline: single-row commits for {:.0} s", a.baseline_secs);
+        eprintln!(
+            "  baseline: single-row commits for {:.0} s",
+            a.baseline_secs
+        );
         let baseline = t.baseline(a.baseline_secs).await?;
         let mut tr = TargetReport {
             target: kind,
@@ -254,8 +266,9 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
             for workers in [1, 2, 4, 8, 16, 32] {
                 for batch in [1, 8, 32] {
                     eprintln!("  sweep: {workers} workers × batch {batch}");
-                    let m = workloads::throughput(t.api.clone(), n, workers, batch, Work::Plain, quiet)
-                        .await?;
+                    let m =
+                        workloads::throughput(t.api.clone(), n, workers, batch, Work::Plain, quiet)
+                            .await?;
                     report.sweep.push(plot::Point {
                         workers,
                         batch,
@@ -263,7 +276,11 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
                     });
                 }
             }
-            let title = format!("cycle on {} ({} tasks per point)", kind.describe(), human(n));
+            let title = format!(
+                "cycle on {} ({} tasks per point)",
+                kind.describe(),
+                human(n)
+            );
             std::fs::write(path, plot::svg(&title, &report.sweep, baseline))
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("  wrote {}", path.display());

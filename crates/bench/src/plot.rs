@@ -15,7 +15,9 @@ pub struct Point {
     pub tasks_per_s: f64,
 }
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+];
 
 /// The chart, with the baseline drawn as a dashed line.
 pub(crate) fn svg(title: &str, points: &[Point], baseline: f64) -> String {
@@ -47,7 +49,11 @@ pub(crate) fn svg(title: &str, points: &[Point], baseline: f64) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{left}" y="22" font-size="14">{}</text>"#, escape(title));
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="22" font-size="14">{}</text>"#,
+        escape(title)
+    );
     for i in 0..=5 {
         let v = ymax * f64::from(i) / 5.0;
         let yy = y(v);
@@ -121,7 +127,9 @@ pub(crate) fn svg(title: &str, points: &[Point], baseline: f64) -> String {
 }
 
 fn escape(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -32,11 +32,9 @@ impl Progress {
             return;
         }
         let width: u64 = 30;
-        let filled = if self.total == 0 {
-            width
-        } else {
-            done.min(self.total) * width / self.total
-        };
+        let filled = (done.min(self.total) * width)
+            .checked_div(self.total)
+            .unwrap_or(width);
         let bar = format!(
             "{}{}",
             "#".repeat(filled as usize),

@@ -62,12 +62,18 @@ pub(crate) struct Target {
 
 enum Db {
     Sqlite(PathBuf),
-    Pg { admin_url: String, url: String, name: String },
+    Pg {
+        admin_url: String,
+        url: String,
+        name: String,
+    },
 }
 
 /// `postgres://u@h:p/db?x` with another database name.
 fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let after_scheme = base.find("://").map_or(0, |i| i + 3);
     let root = match base[after_scheme..].find('/') {
         Some(i) => &base[..after_scheme + i],
@@ -81,12 +87,19 @@ fn with_database(url: &str, db: &str) -> String {
 
 async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(Child, String)> {
     let mut cmd = Command::new(exe);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "warn",
+        "--data-dir",
+    ])
+    .arg(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ARUNTIME_") {
             cmd.env_remove(k);
@@ -95,7 +108,9 @@ async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(C
     if let Some(url) = database {
         cmd.args(["--database", url]);
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
     let out = child.stdout.take().context("server stdout")?;
     let mut lines = BufReader::new(out).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -114,7 +129,11 @@ async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(C
 impl Target {
     /// Starts `kind` in a fresh directory under `parent`. PostgreSQL targets
     /// create their own database from `pg_url` and drop it at the end.
-    pub(crate) async fn start(kind: TargetKind, parent: &Path, pg_url: Option<&str>) -> Result<Target> {
+    pub(crate) async fn start(
+        kind: TargetKind,
+        parent: &Path,
+        pg_url: Option<&str>,
+    ) -> Result<Target> {
         std::fs::create_dir_all(parent)?;
         let dir = tempfile::tempdir_in(parent)?;
         let data = dir.path().to_path_buf();
@@ -122,13 +141,23 @@ impl Target {
             let admin_url = pg_url
                 .ok_or_else(|| anyhow!("{kind:?} needs --pg-url (or ARUNTIME_BENCH_PG_URL)"))?
                 .to_owned();
-            let name = format!("aruntime_bench_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL")?;
+            let name = format!(
+                "aruntime_bench_{}_{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let mut c = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .context("connecting to PostgreSQL")?;
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut c)
                 .await?;
             let url = with_database(&admin_url, &name);
-            Db::Pg { admin_url, url, name }
+            Db::Pg {
+                admin_url,
+                url,
+                name,
+            }
         } else {
             Db::Sqlite(data.join("aruntime.db"))
         };
@@ -181,7 +210,11 @@ impl Target {
         let pids: Vec<String> = if self.nodes.is_empty() {
             vec!["self".into()]
         } else {
-            self.nodes.iter().filter_map(|c| c.id()).map(|p| p.to_string()).collect()
+            self.nodes
+                .iter()
+                .filter_map(|c| c.id())
+                .map(|p| p.to_string())
+                .collect()
         };
         pids.iter()
             .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
@@ -208,9 +241,11 @@ impl Target {
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                     .connect()
                     .await?;
-                sqlx::query("CREATE TABLE IF NOT EXISTS baseline (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-                    .execute(&mut c)
-                    .await?;
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS baseline (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+                )
+                .execute(&mut c)
+                .await?;
                 let (start, mut n) = (Instant::now(), 0u64);
                 while start.elapsed() < run {
                     sqlx::query("INSERT INTO baseline (v) VALUES ($1)")
@@ -243,7 +278,12 @@ impl Target {
     /// the runtime writes), in chunks; `round` keeps ids unique across calls.
     /// Seeding through the API would take minutes per million and measure
     /// nothing `scale` is about.
-    pub(crate) async fn seed_done(&self, n: u64, round: u32, mut progress: impl FnMut(u64)) -> Result<()> {
+    pub(crate) async fn seed_done(
+        &self,
+        n: u64,
+        round: u32,
+        mut progress: impl FnMut(u64),
+    ) -> Result<()> {
         const CHUNK: u64 = 50_000;
         let now = SystemClock.now().0 - 86_400_000;
         let mut done = 0;
@@ -303,11 +343,16 @@ impl Target {
         for c in &mut self.nodes {
             let _ = c.kill().await;
         }
-        if let Db::Pg { admin_url, name, .. } = &self.db {
+        if let Db::Pg {
+            admin_url, name, ..
+        } = &self.db
+        {
             let mut c = sqlx::PgConnection::connect(admin_url).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut c)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut c)
+            .await?;
         }
         Ok(())
     }
@@ -326,8 +371,14 @@ mod tests {
     #[test]
     fn database_name_is_replaced() {
         use super::with_database as w;
-        assert_eq!(w("postgres://u@h:5432/postgres", "b"), "postgres://u@h:5432/b");
-        assert_eq!(w("postgres://u@h/x?sslmode=disable", "b"), "postgres://u@h/b?sslmode=disable");
+        assert_eq!(
+            w("postgres://u@h:5432/postgres", "b"),
+            "postgres://u@h:5432/b"
+        );
+        assert_eq!(
+            w("postgres://u@h/x?sslmode=disable", "b"),
+            "postgres://u@h/b?sslmode=disable"
+        );
         assert_eq!(w("postgres://u@h", "b"), "postgres://u@h/b");
     }
 }

@@ -97,7 +97,8 @@ pub(crate) async fn throughput(
         let count = n / PRODUCERS + u64::from(p < n % PRODUCERS);
         handles.push(tokio::spawn(async move {
             for i in 0..count {
-                api.create(NewTask::titled(format!("bench {p}-{i}"))).await?;
+                api.create(NewTask::titled(format!("bench {p}-{i}")))
+                    .await?;
             }
             anyhow::Ok(())
         }));
@@ -179,12 +180,17 @@ pub(crate) async fn latency(api: Arc<dyn Api>, samples: u32, quiet: bool) -> Res
             }
         })
     };
-    let mut bar = Progress::new(format!("{samples} tasks, one at a time"), u64::from(samples), quiet);
+    let mut bar = Progress::new(
+        format!("{samples} tasks, one at a time"),
+        u64::from(samples),
+        quiet,
+    );
     let mut lat = vec![];
     for i in 0..samples {
         let t0 = Instant::now();
         let id = api.create(NewTask::titled(format!("ping {i}"))).await?;
-        let Some((got, task)) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await? else {
+        let Some((got, task)) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await?
+        else {
             bail!("the idle worker stopped");
         };
         if task != id {
@@ -210,7 +216,11 @@ pub(crate) async fn latency(api: Arc<dyn Api>, samples: u32, quiet: bool) -> Res
 /// heartbeats); another long-polls. From the grant to the dead worker to
 /// the other holding the task.
 pub(crate) async fn recovery(api: Arc<dyn Api>, rounds: u32, quiet: bool) -> Result<Measured> {
-    let mut bar = Progress::new(format!("{rounds} dead workers, TTL 1 s"), u64::from(rounds), quiet);
+    let mut bar = Progress::new(
+        format!("{rounds} dead workers, TTL 1 s"),
+        u64::from(rounds),
+        quiet,
+    );
     let mut lat = vec![];
     for i in 0..rounds {
         let mut spec = NewTask::titled(format!("recover {i}"));
@@ -227,7 +237,11 @@ pub(crate) async fn recovery(api: Arc<dyn Api>, rounds: u32, quiet: bool) -> Res
             bail!("nobody recovered task {id} within 10 s");
         };
         if l.task != id || l.attempt != 2 {
-            bail!("recovered {} attempt {}, expected {id} attempt 2", l.task, l.attempt);
+            bail!(
+                "recovered {} attempt {}, expected {id} attempt 2",
+                l.task,
+                l.attempt
+            );
         }
         api.complete(l, json!({})).await?;
         lat.push(took);
@@ -259,13 +273,22 @@ async fn claim_latency(api: &dyn Api, probes: u32) -> Result<Latency> {
 
 /// `scale`: claim latency with `small` and then `large` tasks in the
 /// store, nearly all done (seeded straight into the table).
-pub(crate) async fn scale(target: &Target, small: u64, large: u64, quiet: bool) -> Result<Measured> {
+pub(crate) async fn scale(
+    target: &Target,
+    small: u64,
+    large: u64,
+    quiet: bool,
+) -> Result<Measured> {
     const PROBES: u32 = 300;
     let mut bar = Progress::new(format!("seeding {small} done tasks"), small, quiet);
     target.seed_done(small, 1, |d| bar.set(d)).await?;
     bar.finish();
     let at_small = claim_latency(target.api.as_ref(), PROBES).await?;
-    let mut bar = Progress::new(format!("seeding to {large} done tasks"), large - small, quiet);
+    let mut bar = Progress::new(
+        format!("seeding to {large} done tasks"),
+        large - small,
+        quiet,
+    );
     target.seed_done(large - small, 2, |d| bar.set(d)).await?;
     bar.finish();
     let at_large = claim_latency(target.api.as_ref(), PROBES).await?;
@@ -281,7 +304,11 @@ pub(crate) async fn scale(target: &Target, small: u64, large: u64, quiet: bool) 
                 latency: at_large,
             },
         ],
-        notes: vec![format!("p50 ratio {} / {} = {ratio:.2}", human(large), human(small))],
+        notes: vec![format!(
+            "p50 ratio {} / {} = {ratio:.2}",
+            human(large),
+            human(small)
+        )],
         ..Measured::default()
     })
 }

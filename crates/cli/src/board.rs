@@ -41,9 +41,14 @@ pub(crate) fn render(board: &Board, now: Timestamp) -> String {
         header.push("ID");
         let mut t = Table::new(&header).indent(2);
         for c in &col.cards {
+            let title = if c.held {
+                format!("{} (held)", clip(&c.title, TITLE_WIDTH))
+            } else {
+                clip(&c.title, TITLE_WIDTH)
+            };
             let mut row = vec![
                 c.priority.to_string(),
-                clip(&c.title, TITLE_WIDTH),
+                title,
                 list(&c.labels),
                 c.attempts.to_string(),
                 age(now, c.created_at),

@@ -454,7 +454,11 @@ pub(crate) async fn token(client: &Client, cmd: TokenCmd, json: bool) -> anyhow:
 
 pub(crate) async fn context(client: &Client, a: ContextArgs) -> anyhow::Result<()> {
     let text = client.context(a.task, a.format, a.max_bytes).await?;
-    outln!("{}", text.trim_end());
+    // Exactly as rendered, so the output keeps within --max-bytes.
+    out!("{text}");
+    if !text.ends_with('\n') {
+        out!("\n");
+    }
     Ok(())
 }
 

@@ -25,6 +25,9 @@ use tokio::time::Instant;
 
 use crate::tasks::split_list;
 
+/// How long CMD may take to exit after SIGTERM before it gets SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How much of CMD's output is kept for the attempt's notes.
 const TAIL_BYTES: usize = 4000;
 /// How long one claim long-polls.
@@ -177,6 +180,25 @@ pub(crate) async fn run(client: Client, a: WorkerArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Stops CMD's whole process group: SIGTERM, up to `grace` to exit, then
+/// SIGKILL for whatever is left (children that ignore SIGTERM included).
+/// Ctrl-C in a terminal reaches only the worker's own group, so this is
+/// also how CMD hears about it.
+async fn stop_group(child: &mut tokio::process::Child, grace: Duration) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    let group = Pid::from_raw(pid);
+    if !grace.is_zero() {
+        let _ = killpg(group, Signal::SIGTERM);
+        let _ = tokio::time::timeout(grace, child.wait()).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
 /// Keeps the last [`TAIL_BYTES`] of what CMD printed, and passes it on.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
@@ -262,6 +284,9 @@ async fn work(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so stopping CMD stops everything it
+        // started (an agent's tools, a script's children) too.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn();
     let mut child = match spawned {
@@ -272,6 +297,7 @@ async fn work(
             anyhow::bail!(msg);
         }
     };
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let mut pumps = vec![];
     if let Some(out) = child.stdout.take() {
@@ -283,15 +309,24 @@ async fn work(
     let status = tokio::select! {
         s = child.wait() => Some(s.context("waiting for CMD")?),
         reason = lease.lost() => {
-            let _ = child.kill().await;
+            // The task is someone else's now: no grace period.
+            stop_group(&mut child, Duration::ZERO).await;
             eprintln!("aruntime worker: lease on task {id} lost ({reason}); stopped CMD");
             return Ok(Outcome::Lost);
         }
         _ = stop.changed() => {
-            let _ = child.kill().await;
+            stop_group(&mut child, STOP_GRACE).await;
             None
         }
     };
+    if status.is_some() {
+        // The task's processes end with the task: nothing CMD left behind
+        // keeps working on it.
+        if let Some(pid) = pid {
+            let group = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
     // A grandchild may hold the pipes open; do not wait for it forever.
     for p in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(2), p).await;

@@ -352,3 +352,134 @@ pub fn http(
         .unwrap();
     read_response(&mut s).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
+
+// ---- Helpers for the client-command tests (worker_e2e.rs, cli_output.rs) ----
+
+/// `aruntime ARGS` pointed at `server` through `ARUNTIME_URL` and
+/// `ARUNTIME_TOKEN`, set explicitly because [`command`] clears them.
+pub fn client_command(server: &Server, args: &[&str]) -> Command {
+    let mut cmd = command(args);
+    cmd.env("ARUNTIME_URL", &server.base)
+        .env("ARUNTIME_TOKEN", &server.token);
+    cmd
+}
+
+/// Runs `cmd` to completion with stdin closed, keeping stdout and stderr
+/// byte for byte. Panics (after killing it) if it runs past `timeout`, so a
+/// hung command fails the test instead of hanging it.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = format!("{cmd:?}");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("stdout piped")));
+    let err = read_all(Box::new(child.stderr.take().expect("stderr piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {timeout:?}");
+        }
+        // A poll interval, not a synchronisation: the exit is re-checked.
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most `timeout`;
+/// panics naming `what` if it never does.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        // A poll interval, not a synchronisation: the condition is re-checked.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `SIG` (e.g. `"INT"`, `"KILL"`) to `pid` with the system `kill`
+/// command; whether it was delivered is returned, not asserted.
+pub fn send_signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `pid` is a live (not zombie) process, from `/proc/PID/stat`.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may hold spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
+/// The command line of `pid` with NULs as spaces; empty if it is gone.
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// SIGKILLs processes this test started outside [`Proc`] (e.g. a worker's
+/// orphaned child) when dropped, so a failing test leaves nothing running.
+/// Each pid comes with a piece of its command line, checked first so a
+/// recycled pid is never hit.
+#[derive(Default)]
+pub struct KillOnDrop(pub Vec<(u32, String)>);
+
+impl KillOnDrop {
+    /// Kills `pid` on drop if its command line still contains `cmd`.
+    pub fn add(&mut self, pid: u32, cmd: &str) {
+        self.0.push((pid, cmd.to_owned()));
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for (pid, cmd) in &self.0 {
+            if pid_alive(*pid) && cmdline(*pid).contains(cmd.as_str()) {
+                send_signal(*pid, "KILL");
+            }
+        }
+    }
+}
+
+/// `METHOD PATH` with the server's admin token; panics unless it answers
+/// 2xx, and returns the JSON body.
+pub fn api(server: &Server, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let r = http(server.addr, method, path, Some(&server.token), body);
+    assert!(
+        (200..300).contains(&r.status),
+        "{method} {path} answered {}: {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
+}

@@ -107,6 +107,7 @@ pub(crate) async fn board(pool: &Pool, tenant: &str, q: &BoardQuery) -> Result<B
             .iter()
             .map(|r| {
                 rows::task(r).map(|t| Card {
+                    held: t.held,
                     id: t.id,
                     title: t.title,
                     priority: t.priority,
