@@ -168,6 +168,7 @@ impl Target {
                     data_dir: data.clone(),
                     database: None,
                     durability: Durability::Full,
+                    mcp_allowed_hosts: vec![],
                 };
                 let store = aruntime_server::open_store(&cfg).await?;
                 aruntime_server::bootstrap_admin(store.as_ref(), &data, &SystemClock).await?;

@@ -240,6 +240,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             worker,
             capabilities,
         } => {
+            // stdout is the protocol: warnings (failed heartbeats) go to
+            // stderr, without colours, which agents often show verbatim.
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
             let worker = worker.unwrap_or_else(|| format!("mcp-{}", std::process::id()));
             let caps = tasks::split_list(&capabilities);
             aruntime_mcp::serve_stdio(conn.client()?, worker, caps).await?;

@@ -28,6 +28,10 @@ pub(crate) struct ServeArgs {
     /// (survives a crash of the process; faster).
     #[arg(long, env = "ARUNTIME_SQLITE_SYNC", default_value = "full")]
     sqlite_sync: Durability,
+    /// `Host` names `/mcp` accepts besides localhost, 127.0.0.1 and ::1
+    /// (a DNS-rebinding guard), comma-separated.
+    #[arg(long, env = "ARUNTIME_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    mcp_allowed_hosts: Vec<String>,
     /// Log filter, e.g. `info` or `aruntime_server=debug`.
     #[arg(long, env = "ARUNTIME_LOG", default_value = "info")]
     log: String,
@@ -44,6 +48,7 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
         data_dir: a.data_dir,
         database: a.database,
         durability: a.sqlite_sync,
+        mcp_allowed_hosts: a.mcp_allowed_hosts,
     };
     let server = Server::bind(&cfg, Arc::new(SystemClock))
         .await

@@ -49,6 +49,7 @@ async fn start_on(pg: bool) -> Option<Running> {
         data_dir: dir.path().to_path_buf(),
         database: db.as_ref().map(|d| d.url.clone()),
         durability: Durability::Normal,
+        mcp_allowed_hosts: vec![],
     };
     let server = Server::bind(&cfg, clock.clone()).await.unwrap();
     let url = format!("http://{}", server.addr);

@@ -461,8 +461,9 @@ impl McpTools {
             (Some(task_id), Some(lease), Mode::Sidecar(s)) => {
                 // The held lease passed explicitly is still the held lease:
                 // finishing it must stop its heartbeat.
-                if let Some(h) = s.held().as_ref().filter(|h| h.token() == lease) {
-                    return Ok(Target::Held(h.clone()));
+                let held = s.held().clone();
+                if let Some(h) = held.filter(|h| h.token() == lease && h.task_id() == task_id) {
+                    return Ok(Target::Held(h));
                 }
                 Ok(Target::Given { task_id, lease })
             }
@@ -499,6 +500,19 @@ impl McpTools {
         }
     }
 
+    /// `api_error`, and if the server says the held lease is lost, forgets
+    /// it, so the next `next_task` leases anew instead of returning it (the
+    /// background heartbeat may not have noticed yet).
+    fn lease_error(&self, lease: &str, e: ClientError) -> String {
+        if let (ClientError::LeaseLost { .. }, Mode::Sidecar(s)) = (&e, &*self.mode) {
+            let mut held = s.held();
+            if held.as_ref().is_some_and(|h| h.token() == lease) {
+                *held = None;
+            }
+        }
+        api_error(e)
+    }
+
     /// Ends the target's lease; a held lease is forgotten once the server
     /// has accepted, which stops its heartbeat.
     async fn finish(&self, ext: &Extensions, target: Target, how: Finish) -> ToolResult {
@@ -506,7 +520,7 @@ impl McpTools {
         let task = client
             .finish(target.task_id(), &how)
             .await
-            .map_err(api_error)?;
+            .map_err(|e| self.lease_error(&target.lease(), e))?;
         if let (Target::Held(h), Mode::Sidecar(s)) = (&target, &*self.mode) {
             s.clear(h);
         }
@@ -642,7 +656,10 @@ impl McpTools {
         let id = self.task_of(a.task_id)?;
         if let Some(lease) = &a.lease {
             // Renewing first also tells a worker that lost its lease to stop.
-            let hb = client.heartbeat(lease).await.map_err(api_error)?;
+            let hb = client
+                .heartbeat(lease)
+                .await
+                .map_err(|e| self.lease_error(lease, e))?;
             if hb.task_id != id {
                 return Err(format!(
                     "invalid_input: that lease is on task {}, not {id}",
@@ -679,7 +696,7 @@ impl McpTools {
         let saved = client
             .checkpoint(target.task_id(), &cp)
             .await
-            .map_err(api_error)?;
+            .map_err(|e| self.lease_error(&cp.lease, e))?;
         Ok(json_result(&json!({
             "task_id": target.task_id(),
             "seq": saved.seq,
@@ -782,7 +799,10 @@ impl McpTools {
             }
         };
         let client = self.client(&ext)?;
-        let hb = client.heartbeat(&lease).await.map_err(api_error)?;
+        let hb = client
+            .heartbeat(&lease)
+            .await
+            .map_err(|e| self.lease_error(&lease, e))?;
         if let Some(id) = a.task_id.filter(|id| *id != hb.task_id) {
             return Err(format!(
                 "invalid_input: that lease is on task {}, not {id}",
@@ -826,7 +846,7 @@ impl McpTools {
     }
 
     #[tool(
-        description = "List tasks, newest first, optionally by status (backlog, ready, leased, \
+        description = "List tasks, oldest first, optionally by status (backlog, ready, running, \
                        blocked, done, failed, cancelled), label or parent. Follow next_cursor for \
                        more."
     )]
@@ -896,5 +916,58 @@ impl ServerHandler for McpTools {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("aruntime", env!("CARGO_PKG_VERSION")))
             .with_instructions(instructions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A transport for tests that never reach the server.
+    struct Unreachable;
+
+    #[async_trait::async_trait]
+    impl Transport for Unreachable {
+        async fn send(
+            &self,
+            _: http::Request<bytes::Bytes>,
+            _: Duration,
+        ) -> Result<http::Response<bytes::Bytes>, String> {
+            Err("no server in unit tests".into())
+        }
+    }
+
+    fn stateless() -> McpTools {
+        McpTools::stateless(Arc::new(Unreachable), "http://in-process")
+    }
+
+    #[test]
+    fn stateless_worker_tools_need_both_task_and_lease() {
+        let tools = stateless();
+        let id = Uuid::now_v7();
+        for (task_id, lease) in [(None, None), (Some(id), None), (None, Some("l".to_owned()))] {
+            let err = tools.target(task_id, lease).err().unwrap();
+            assert!(err.starts_with("invalid_input: task_id and lease"), "{err}");
+        }
+        let t = tools.target(Some(id), Some("l".into())).ok().unwrap();
+        assert_eq!((t.task_id(), t.lease()), (id, "l".to_owned()));
+    }
+
+    #[test]
+    fn stateless_calls_use_the_callers_bearer_token() {
+        let tools = stateless();
+        let err = tools.client(&Extensions::default()).err().unwrap();
+        assert!(err.starts_with("unauthorized:"), "{err}");
+
+        let (parts, ()) = http::Request::builder()
+            .header("authorization", "Bearer art_abc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut ext = Extensions::default();
+        ext.insert(parts);
+        assert_eq!(tools.client(&ext).unwrap().token(), "art_abc");
     }
 }

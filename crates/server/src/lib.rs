@@ -44,6 +44,9 @@ pub struct ServeConfig {
     pub database: Option<String>,
     /// SQLite flush policy.
     pub durability: Durability,
+    /// `Host` names `/mcp` accepts besides loopback ones (DNS-rebinding
+    /// guard); needed when agents reach the server by another name.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 /// Why the server could not start or stopped.
@@ -136,7 +139,8 @@ impl Server {
             bootstrap_admin(store.as_ref(), &cfg.data_dir, clock.as_ref()).await?;
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let (state, stop) = AppState::new(store, clock);
+        let (mut state, stop) = AppState::new(store, clock);
+        state.mcp_allowed_hosts = Arc::new(cfg.mcp_allowed_hosts.clone());
         Ok(Server {
             listener,
             state,

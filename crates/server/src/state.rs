@@ -19,6 +19,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Turns true when the server shuts down; long-polls return early.
     pub shutdown: watch::Receiver<bool>,
+    /// Extra `Host` names `/mcp` accepts besides loopback ones.
+    pub mcp_allowed_hosts: Arc<Vec<String>>,
 }
 
 impl AppState {
@@ -30,6 +32,7 @@ impl AppState {
             clock,
             metrics: Arc::new(Metrics::default()),
             shutdown: rx,
+            mcp_allowed_hosts: Arc::new(vec![]),
         };
         (state, tx)
     }

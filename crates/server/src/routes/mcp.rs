@@ -21,12 +21,19 @@ pub(super) fn router(api: Router, state: AppState) -> Router {
     let service = aruntime_mcp::http_service(
         Arc::new(InProcess::new(api)),
         IN_PROCESS_BASE,
-        HttpOptions::default(),
+        options(&state),
         cancel_on_shutdown(&state),
     );
     Router::new()
         .nest_service("/mcp", service)
         .layer(middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Loopback names always, plus the configured ones.
+fn options(state: &AppState) -> HttpOptions {
+    let mut o = HttpOptions::default();
+    o.allowed_hosts.extend(state.mcp_allowed_hosts.iter().cloned());
+    o
 }
 
 /// Refuses a request without a known bearer token with the API's own 401

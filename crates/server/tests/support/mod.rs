@@ -85,6 +85,7 @@ impl TestServer {
             data_dir: dir.path().to_path_buf(),
             database: db.as_ref().map(|d| d.url.clone()),
             durability: Durability::Normal,
+            mcp_allowed_hosts: vec![],
         };
         let server = Server::bind(&cfg, clock.clone()).await.unwrap();
         let base = format!("http://{}", server.addr);
