@@ -205,10 +205,8 @@ pub(crate) fn parse_markdown(text: &str, default_key: &str) -> anyhow::Result<Pl
                 nest_into_last = true;
             }
             (_, Some(b)) if indented && !tasks.is_empty() => {
-                if nest_into_last {
-                    if let Some(last) = tasks.last_mut() {
-                        last.acceptance.push(b.trim().to_owned());
-                    }
+                if let Some(last) = tasks.last_mut().filter(|_| nest_into_last) {
+                    last.acceptance.push(b.trim().to_owned());
                 }
             }
             (_, Some(b)) if matches!(section, Section::Acceptance) => {

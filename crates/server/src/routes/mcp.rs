@@ -32,7 +32,8 @@ pub(super) fn router(api: Router, state: AppState) -> Router {
 /// Loopback names always, plus the configured ones.
 fn options(state: &AppState) -> HttpOptions {
     let mut o = HttpOptions::default();
-    o.allowed_hosts.extend(state.mcp_allowed_hosts.iter().cloned());
+    o.allowed_hosts
+        .extend(state.mcp_allowed_hosts.iter().cloned());
     o
 }
 
