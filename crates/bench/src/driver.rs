@@ -60,6 +60,21 @@ pub(crate) struct Embedded {
     pub(crate) tenant: String,
 }
 
+fn new_checkpoint(
+    l: &Lease,
+    summary: &str,
+    state: Value,
+    artifacts: Vec<Artifact>,
+) -> NewCheckpoint {
+    NewCheckpoint {
+        lease: l.token.clone(),
+        summary: summary.into(),
+        state,
+        artifacts,
+        test_results: Value::Null,
+    }
+}
+
 fn now() -> Timestamp {
     SystemClock.now()
 }
@@ -131,13 +146,7 @@ impl Api for Embedded {
         state: Value,
         artifacts: Vec<Artifact>,
     ) -> Result<()> {
-        let cp = NewCheckpoint {
-            lease: l.token.clone(),
-            summary: summary.into(),
-            state,
-            artifacts,
-            test_results: Value::Null,
-        };
+        let cp = new_checkpoint(l, summary, state, artifacts);
         self.store
             .checkpoint_put(&self.tenant, l.task, cp, now())
             .await?;
@@ -221,13 +230,7 @@ impl Api for Http {
         state: Value,
         artifacts: Vec<Artifact>,
     ) -> Result<()> {
-        let cp = NewCheckpoint {
-            lease: l.token.clone(),
-            summary: summary.into(),
-            state,
-            artifacts,
-            test_results: Value::Null,
-        };
+        let cp = new_checkpoint(l, summary, state, artifacts);
         self.client().checkpoint(l.task, &cp).await?;
         Ok(())
     }
