@@ -9,7 +9,7 @@ use anyhow::Result;
 use aruntime_api::{CompleteRequest, NewCheckpoint, NewTask};
 use aruntime_client::{Client, Finish};
 use aruntime_core::{Artifact, Clock, SystemClock, Timestamp};
-use aruntime_store::{ClaimParams, Store};
+use aruntime_store::{ClaimParams, Store, claim_waiting};
 use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
@@ -97,46 +97,36 @@ impl Api for Embedded {
         wait_ms: u64,
         ttl_s: Option<u32>,
     ) -> Result<Vec<Lease>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let params = ClaimParams {
             worker: worker.into(),
             capabilities: vec![],
             max,
             ttl_s,
         };
-        let notify = self.store.wakeups().tenant(&self.tenant);
-        loop {
-            // The server's long-poll, minus HTTP: registered before looking.
-            let woken = notify.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let out = self
-                .store
-                .lease_claim(&self.tenant, params.clone(), now())
-                .await?;
-            if !out.granted.is_empty() || tokio::time::Instant::now() >= deadline {
-                let mut leases = Vec::with_capacity(out.granted.len());
-                for c in out.granted {
-                    self.store.context(&self.tenant, c.task.id).await?;
-                    leases.push(Lease {
-                        task: c.task.id,
-                        token: c.lease,
-                        attempt: c.attempt,
-                    });
-                }
-                return Ok(leases);
-            }
-            let mut until = deadline;
-            let t = now();
-            if let Some(due) = self.store.next_due(&self.tenant, t).await? {
-                let ms = u64::try_from(due.0 - t.0).unwrap_or(0) + 1;
-                until = until.min(tokio::time::Instant::now() + Duration::from_millis(ms));
-            }
-            tokio::select! {
-                _ = &mut woken => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
+        // Nothing stops an embedded claim early: the sender stays unused.
+        let (_never, mut stop) = tokio::sync::watch::channel(false);
+        let wait = Duration::from_millis(wait_ms);
+        let out = claim_waiting(
+            self.store.as_ref(),
+            &SystemClock,
+            &self.tenant,
+            &params,
+            wait,
+            &mut stop,
+            || (),
+        )
+        .await?;
+        let mut leases = Vec::with_capacity(out.granted.len());
+        for c in out.granted {
+            // The server loads each granted task's context too.
+            self.store.context(&self.tenant, c.task.id).await?;
+            leases.push(Lease {
+                task: c.task.id,
+                token: c.lease,
+                attempt: c.attempt,
+            });
         }
+        Ok(leases)
     }
 
     async fn checkpoint(

@@ -26,6 +26,7 @@
 
 mod blobs;
 mod error;
+mod long_poll;
 pub mod postgres;
 pub mod sqlite;
 mod wake;
@@ -43,6 +44,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use error::{Result, StoreError};
+pub use long_poll::claim_waiting;
 pub use wake::Wakeups;
 
 /// A person-driven transition.

@@ -8,19 +8,17 @@ use aruntime_api::{
     HeartbeatResponse, NewCheckpoint, ReleaseRequest,
 };
 use aruntime_core::{Checkpoint, Permission, Task};
-use aruntime_store::{ClaimParams, Finish};
+use aruntime_store::{ClaimParams, Finish, claim_waiting};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use tokio::time::Instant;
 
 use crate::auth::Auth;
 use crate::error::{ApiJson, ApiResult, task_id};
 use crate::state::AppState;
 
-/// `POST /v1/leases`. With nothing ready it waits up to `wait_ms` for a
-/// wake-up from a write that made a task ready, or for the moment an
-/// expired lease or a backoff makes one claimable; it never polls.
+/// `POST /v1/leases`: long-polls up to `wait_ms` (see [`claim_waiting`]),
+/// returning at once when the server shuts down.
 pub(super) async fn claim(
     State(s): State<AppState>,
     auth: Auth,
@@ -29,50 +27,37 @@ pub(super) async fn claim(
     auth.require(Permission::Work)?;
     req.validate()?;
     let tenant = auth.tenant().to_owned();
-    let deadline = Instant::now() + Duration::from_millis(req.wait_ms);
     let params = ClaimParams {
         worker: req.worker,
         capabilities: req.capabilities,
         max: req.max,
         ttl_s: req.ttl_s,
     };
-    let notify = s.store.wakeups().tenant(&tenant);
     let mut shutdown = s.shutdown.clone();
-    loop {
-        // Registered before looking, so a wake-up in between is not lost.
-        let woken = notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        let now = s.clock.now();
-        let out = s.store.lease_claim(&tenant, params.clone(), now).await?;
-        s.metrics.leases_expired(&tenant, u64::from(out.expired));
-        if !out.granted.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
-            s.metrics.leases_granted(&tenant, out.granted.len() as u64);
-            let mut leases = Vec::with_capacity(out.granted.len());
-            for c in out.granted {
-                let context = s.store.context(&tenant, c.task.id).await?;
-                leases.push(GrantedLease {
-                    task: c.task,
-                    attempt: c.attempt,
-                    lease: c.lease,
-                    expires_at: c.expires_at,
-                    context,
-                });
-            }
-            return Ok(Json(ClaimResponse { leases }));
-        }
-        let mut until = deadline;
-        if let Some(due) = s.store.next_due(&tenant, now).await? {
-            let ms = u64::try_from(due.0 - now.0).unwrap_or(0) + 1;
-            until = until.min(Instant::now() + Duration::from_millis(ms));
-        }
-        let _waiting = s.metrics.polling(&tenant);
-        tokio::select! {
-            _ = &mut woken => {}
-            _ = tokio::time::sleep_until(until) => {}
-            _ = shutdown.changed() => {}
-        }
+    let out = claim_waiting(
+        s.store.as_ref(),
+        s.clock.as_ref(),
+        &tenant,
+        &params,
+        Duration::from_millis(req.wait_ms),
+        &mut shutdown,
+        || s.metrics.polling(&tenant),
+    )
+    .await?;
+    s.metrics.leases_expired(&tenant, u64::from(out.expired));
+    s.metrics.leases_granted(&tenant, out.granted.len() as u64);
+    let mut leases = Vec::with_capacity(out.granted.len());
+    for c in out.granted {
+        let context = s.store.context(&tenant, c.task.id).await?;
+        leases.push(GrantedLease {
+            task: c.task,
+            attempt: c.attempt,
+            lease: c.lease,
+            expires_at: c.expires_at,
+            context,
+        });
     }
+    Ok(Json(ClaimResponse { leases }))
 }
 
 pub(super) async fn heartbeat(

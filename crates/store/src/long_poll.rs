@@ -1,0 +1,61 @@
+//! A claim that waits: the long-poll behind `POST /v1/leases`, shared by the
+//! server and by whatever drives a store in-process (the benchmark's
+//! embedded target), so both wait the same way.
+
+use std::time::Duration;
+
+use aruntime_core::Clock;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::{ClaimOutcome, ClaimParams, Result, Store};
+
+/// Claims for `tenant`. With nothing ready it waits up to `wait` for a
+/// wake-up from a write that made a task ready, or for the moment an
+/// expired lease or a backoff makes one claimable; it never polls. It
+/// returns early, with what it has (possibly nothing), once `stop` turns
+/// true; a `stop` whose sender is gone never stops it. `waiting` is called
+/// before each wait and what it returns is held during the wait (a metrics
+/// gauge). `expired` counts the expired leases found over every look.
+pub async fn claim_waiting<G>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    tenant: &str,
+    params: &ClaimParams,
+    wait: Duration,
+    stop: &mut watch::Receiver<bool>,
+    waiting: impl Fn() -> G,
+) -> Result<ClaimOutcome> {
+    let deadline = Instant::now() + wait;
+    let notify = store.wakeups().tenant(tenant);
+    let mut expired = 0;
+    loop {
+        // Registered before looking, so a wake-up in between is not lost.
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let now = clock.now();
+        let mut out = store.lease_claim(tenant, params.clone(), now).await?;
+        expired += out.expired;
+        if !out.granted.is_empty() || Instant::now() >= deadline || *stop.borrow() {
+            out.expired = expired;
+            return Ok(out);
+        }
+        let mut until = deadline;
+        if let Some(due) = store.next_due(tenant, now).await? {
+            let ms = u64::try_from(due.0 - now.0).unwrap_or(0) + 1;
+            until = until.min(Instant::now() + Duration::from_millis(ms));
+        }
+        let _waiting = waiting();
+        let stopped = async {
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep_until(until) => {}
+            _ = stopped => {}
+        }
+    }
+}
