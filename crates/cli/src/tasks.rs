@@ -185,16 +185,21 @@ pub(crate) struct ContextArgs {
     max_bytes: Option<u64>,
 }
 
+/// The column, and whether a person holds it there.
+fn status_of(task: &Task) -> String {
+    if task.held {
+        format!("{} (held)", task.status.as_str())
+    } else {
+        task.status.as_str().to_owned()
+    }
+}
+
 fn task_table(tasks: &[Task]) -> String {
     let now = output::now();
     let mut t = Table::new(&["STATUS", "PRI", "TITLE", "LABELS", "ATT", "AGE", "ID"]);
     for task in tasks {
-        let mut st = task.status.as_str().to_owned();
-        if task.held {
-            st.push_str(" (held)");
-        }
         t.row(vec![
-            st,
+            status_of(task),
             task.priority.to_string(),
             clip(&task.title, 48),
             list(&task.labels),
@@ -289,14 +294,10 @@ async fn show(client: &Client, id: Uuid, json: bool) -> anyhow::Result<()> {
         }));
     }
     let now = output::now();
-    let mut status = task.status.as_str().to_owned();
-    if task.held {
-        status.push_str(" (held)");
-    }
     let mut t = Table::new(&["id", &task.id.to_string()]);
     let mut field = |k: &str, v: String| t.row(vec![k.to_owned(), v]);
     field("title", task.title.clone());
-    field("status", status);
+    field("status", status_of(&task));
     field("priority", task.priority.to_string());
     field("labels", list(&task.labels));
     field(

@@ -204,11 +204,7 @@ impl Client {
             None => None,
         };
         let (status, bytes) = self.send(method, path, body, extra, timeout).await?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-            status,
-            message: e.to_string(),
-        })?;
-        Ok((status, value))
+        Ok((status, parse(status, &bytes)?))
     }
 
     fn query(path: &str, q: &impl Serialize) -> Result<String> {
@@ -366,10 +362,7 @@ impl Client {
         let (status, b) = self
             .send(Method::PUT, "/v1/blobs", body, None, CALL_TIMEOUT)
             .await?;
-        serde_json::from_slice(&b).map_err(|e| ClientError::Protocol {
-            status,
-            message: e.to_string(),
-        })
+        parse(status, &b)
     }
 
     /// Downloads a blob.
@@ -449,6 +442,14 @@ pub enum Finish {
     Block(aruntime_api::BlockRequest),
     /// Handed back, with notes for the next attempt.
     Release(aruntime_api::ReleaseRequest),
+}
+
+/// A successful answer's JSON body.
+fn parse<R: DeserializeOwned>(status: u16, body: &[u8]) -> Result<R> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Protocol {
+        status,
+        message: e.to_string(),
+    })
 }
 
 /// Percent-encodes one path segment.
