@@ -85,6 +85,25 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// Single-row insert transactions per second on `c` over `run`.
+async fn commit_rate<C>(c: &mut C, run: Duration) -> Result<f64>
+where
+    C: Connection,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = C::Database>,
+    <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+    for<'q> &'q str: sqlx::Encode<'q, C::Database> + sqlx::Type<C::Database>,
+{
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < run {
+        sqlx::query("INSERT INTO baseline (v) VALUES ($1)")
+            .bind("x")
+            .execute(&mut *c)
+            .await?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(Child, String)> {
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -247,30 +266,14 @@ impl Target {
                 )
                 .execute(&mut c)
                 .await?;
-                let (start, mut n) = (Instant::now(), 0u64);
-                while start.elapsed() < run {
-                    sqlx::query("INSERT INTO baseline (v) VALUES ($1)")
-                        .bind("x")
-                        .execute(&mut c)
-                        .await?;
-                    n += 1;
-                }
-                Ok(n as f64 / start.elapsed().as_secs_f64())
+                commit_rate(&mut c, run).await
             }
             Db::Pg { url, .. } => {
                 let mut c = sqlx::PgConnection::connect(url).await?;
                 sqlx::query("CREATE TABLE IF NOT EXISTS baseline (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
                     .execute(&mut c)
                     .await?;
-                let (start, mut n) = (Instant::now(), 0u64);
-                while start.elapsed() < run {
-                    sqlx::query("INSERT INTO baseline (v) VALUES ($1)")
-                        .bind("x")
-                        .execute(&mut c)
-                        .await?;
-                    n += 1;
-                }
-                Ok(n as f64 / start.elapsed().as_secs_f64())
+                commit_rate(&mut c, run).await
             }
         }
     }
