@@ -29,6 +29,19 @@ impl Wakeups {
         }
     }
 
+    /// Wakes up to `n` waiters of `tenant`, for `n` tasks any worker may
+    /// take: waking all of them would send every idle worker to the writer
+    /// for tasks one of them gets. A wake-up with nobody waiting is kept
+    /// for the next claim to wait, so none is lost.
+    pub fn wake_some(&self, tenant: &str, n: u32) {
+        let map = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = map.get(tenant) {
+            for _ in 0..n {
+                notify.notify_one();
+            }
+        }
+    }
+
     /// Wakes every waiter of every tenant: after a lost connection, when
     /// wake-ups from other nodes may have been missed.
     pub fn wake_all(&self) {

@@ -113,7 +113,7 @@ pub(crate) async fn expire(
         escalate(ctx, tenant, id, failed, "attempts exhausted", at).await?;
     }
     if t.to == TaskStatus::Ready {
-        ctx.wake.insert(tenant.to_owned());
+        ctx.wake.ready(tenant, !task.labels.is_empty());
     }
     Ok(true)
 }
@@ -156,7 +156,6 @@ pub(crate) async fn expire_tenant(
     tenant: String,
     now: Timestamp,
 ) -> Result<u32> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     expire_due_in(ctx, &tenant, now).await
 }
 
@@ -181,7 +180,6 @@ pub(crate) async fn claim(
     p: ClaimParams,
     now: Timestamp,
 ) -> Result<ClaimOutcome> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     let expired = expire_due_in(ctx, &tenant, now).await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql()))
         .bind(&tenant)
@@ -312,7 +310,6 @@ pub(crate) async fn checkpoint(
     cp: NewCheckpoint,
     now: Timestamp,
 ) -> Result<Checkpoint> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     let task = check_lease(ctx, &tenant, id, &cp.lease, now).await?;
     let lease = lease_of(&task)?;
     for a in &cp.artifacts {
@@ -384,7 +381,6 @@ pub(crate) async fn finish(
     how: Finish,
     now: Timestamp,
 ) -> Result<Task> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     let task = check_lease(ctx, &tenant, id, &token, now).await?;
     let lease = lease_of(&task)?;
     let n = lease.attempt;
@@ -467,7 +463,7 @@ pub(crate) async fn finish(
                 escalate(ctx, &tenant, id, failed, reason, now).await?;
             }
             if t.to == TaskStatus::Ready {
-                ctx.wake.insert(tenant.clone());
+                ctx.wake.ready(&tenant, !task.labels.is_empty());
             }
         }
         Finish::Block { reason } => {
@@ -524,7 +520,7 @@ pub(crate) async fn finish(
                 .await?;
             close_attempt(ctx, &tenant, id, n, "released", notes, None, now).await?;
             event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
-            ctx.wake.insert(tenant.clone());
+            ctx.wake.ready(&tenant, !task.labels.is_empty());
         }
     }
     load(ctx, &tenant, id).await

@@ -7,7 +7,6 @@ use aruntime_api::{NewTask, PlanEntry, PlanImport, PlanImported, PlanItem, TaskP
 use aruntime_core::{Task, TaskStatus, Timestamp};
 use uuid::Uuid;
 
-use super::dialect;
 use super::rows;
 use super::tasks::{self, load};
 use super::writer::WriteCtx;
@@ -69,7 +68,6 @@ pub(crate) async fn import(
         field: e.field,
         message: e.message,
     })?;
-    dialect::lock_tenant(ctx, &tenant).await?;
     // The goal first, without dependencies: its children need its id.
     let mut goal = ensure(
         ctx,

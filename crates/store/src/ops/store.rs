@@ -23,14 +23,16 @@ impl Store for Backend {
     async fn bootstrap(&self, admin_token_hash: &str, now: Timestamp) -> Result<bool> {
         let hash = admin_token_hash.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(tenants::bootstrap(ctx, hash, now)))
+            .write(None, move |ctx| {
+                Box::pin(tenants::bootstrap(ctx, hash, now))
+            })
             .await
     }
 
     async fn tenant_create(&self, name: &str, now: Timestamp) -> Result<Tenant> {
         let name = name.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(tenants::create(ctx, name, now)))
+            .write(None, move |ctx| Box::pin(tenants::create(ctx, name, now)))
             .await
     }
 
@@ -44,7 +46,9 @@ impl Store for Backend {
     ) -> Result<()> {
         let (tenant, hash) = (tenant.to_owned(), hash.to_owned());
         self.writer
-            .write(move |ctx| Box::pin(tenants::token(ctx, tenant, role, name, hash, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(tenants::token(ctx, tenant, role, name, hash, now))
+            })
             .await
     }
 
@@ -61,7 +65,9 @@ impl Store for Backend {
     ) -> Result<Created<Task>> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(tasks::create(ctx, tenant, spec, idem, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(tasks::create(ctx, tenant, spec, idem, now))
+            })
             .await
     }
 
@@ -73,7 +79,9 @@ impl Store for Backend {
     ) -> Result<PlanImported> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(plans::import(ctx, tenant, plan, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(plans::import(ctx, tenant, plan, now))
+            })
             .await
     }
 
@@ -94,14 +102,18 @@ impl Store for Backend {
     ) -> Result<Task> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(tasks::patch(ctx, tenant, id, patch, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(tasks::patch(ctx, tenant, id, patch, now))
+            })
             .await
     }
 
     async fn task_steer(&self, tenant: &str, id: Uuid, cmd: Steer, now: Timestamp) -> Result<Task> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(tasks::steer(ctx, tenant, id, cmd, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(tasks::steer(ctx, tenant, id, cmd, now))
+            })
             .await
     }
 
@@ -121,7 +133,9 @@ impl Store for Backend {
     ) -> Result<ClaimOutcome> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(leases::claim(ctx, tenant, p, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(leases::claim(ctx, tenant, p, now))
+            })
             .await
     }
 
@@ -133,7 +147,9 @@ impl Store for Backend {
     ) -> Result<(Uuid, Timestamp)> {
         let (tenant, lease) = (tenant.to_owned(), lease.to_owned());
         self.writer
-            .write(move |ctx| Box::pin(leases::heartbeat(ctx, tenant, lease, now)))
+            .write(None, move |ctx| {
+                Box::pin(leases::heartbeat(ctx, tenant, lease, now))
+            })
             .await
     }
 
@@ -146,7 +162,9 @@ impl Store for Backend {
     ) -> Result<Checkpoint> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(leases::checkpoint(ctx, tenant, task, cp, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(leases::checkpoint(ctx, tenant, task, cp, now))
+            })
             .await
     }
 
@@ -160,7 +178,9 @@ impl Store for Backend {
     ) -> Result<Task> {
         let (tenant, lease) = (tenant.to_owned(), lease.to_owned());
         self.writer
-            .write(move |ctx| Box::pin(leases::finish(ctx, tenant, task, lease, how, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(leases::finish(ctx, tenant, task, lease, how, now))
+            })
             .await
     }
 
@@ -171,7 +191,9 @@ impl Store for Backend {
             let t = tenant.clone();
             let n = self
                 .writer
-                .write(move |ctx| Box::pin(leases::expire_tenant(ctx, t, now)))
+                .write(Some(tenant.clone()), move |ctx| {
+                    Box::pin(leases::expire_tenant(ctx, t, now))
+                })
                 .await?;
             if n > 0 {
                 out.push((tenant, n));
@@ -205,7 +227,9 @@ impl Store for Backend {
     ) -> Result<Decision> {
         let tenant = tenant.to_owned();
         self.writer
-            .write(move |ctx| Box::pin(tasks::decision_add(ctx, tenant, task, d, now)))
+            .write(Some(tenant.clone()), move |ctx| {
+                Box::pin(tasks::decision_add(ctx, tenant, task, d, now))
+            })
             .await
     }
 

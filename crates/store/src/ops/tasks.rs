@@ -46,17 +46,15 @@ pub(crate) async fn event(
     data: Value,
     now: Timestamp,
 ) -> Result<()> {
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE tenants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
-    )
-    .bind(tenant)
-    .fetch_one(&mut ctx.conn)
-    .await?;
+    // The next number is the log's last plus one: the writer holds the
+    // tenant's lock (PostgreSQL) or is the only writer (SQLite), so the log
+    // stays gapless, and the primary key makes the lookup one index probe.
     sqlx::query(
-        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES ($1, \
+         COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + 1, \
+         $2, $3, $4, $5)",
     )
     .bind(tenant)
-    .bind(seq)
     .bind(task.map(|t| t.to_string()))
     .bind(kind)
     .bind(data.to_string())
@@ -114,7 +112,6 @@ pub(crate) async fn create(
     idem: Option<Idempotency>,
     now: Timestamp,
 ) -> Result<Created<Task>> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     if let Some(i) = &idem {
         dialect::lock_key(ctx, &tenant, &i.key).await?;
         let row =
@@ -188,7 +185,7 @@ pub(crate) async fn create(
     let data = json!({"title": spec.title, "status": t.to, "parent_id": spec.parent_id, "depends_on": deps});
     event(ctx, &tenant, Some(id), t.event, data, now).await?;
     if t.to == TaskStatus::Ready {
-        ctx.wake.insert(tenant.clone());
+        ctx.wake.ready(&tenant, !spec.labels.is_empty());
     }
     let value = load(ctx, &tenant, id).await?;
     Ok(Created {
@@ -242,7 +239,6 @@ pub(crate) async fn patch(
     patch: TaskPatch,
     now: Timestamp,
 ) -> Result<Task> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     let task = load(ctx, &tenant, id).await?;
     let mut fields: Vec<&str> = vec![];
     if let Some(deps) = patch.depends_on {
@@ -333,7 +329,7 @@ pub(crate) async fn patch(
     let task = load(ctx, &tenant, id).await?;
     if task.status == TaskStatus::Ready {
         // Labels or dependencies may now match a waiting worker.
-        ctx.wake.insert(tenant);
+        ctx.wake.all(&tenant);
     }
     Ok(task)
 }
@@ -345,7 +341,6 @@ pub(crate) async fn steer(
     cmd: Steer,
     now: Timestamp,
 ) -> Result<Task> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     let task = load(ctx, &tenant, id).await?;
     let from = Some(task.status);
     let pending = task.pending_dependencies > 0;
@@ -407,7 +402,7 @@ pub(crate) async fn steer(
     )
     .await?;
     if t.to == TaskStatus::Ready {
-        ctx.wake.insert(tenant.clone());
+        ctx.wake.ready(&tenant, !task.labels.is_empty());
     }
     load(ctx, &tenant, id).await
 }
@@ -451,7 +446,7 @@ pub(crate) async fn release_dependents(
                 .await?;
             let id = Uuid::parse_str(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             event(ctx, tenant, Some(id), t.event, json!({"after": done}), now).await?;
-            ctx.wake.insert(tenant.to_owned());
+            ctx.wake.all(tenant);
         }
     }
     Ok(())
@@ -464,7 +459,6 @@ pub(crate) async fn decision_add(
     d: NewDecision,
     now: Timestamp,
 ) -> Result<Decision> {
-    dialect::lock_tenant(ctx, &tenant).await?;
     load(ctx, &tenant, task).await?;
     let id = Uuid::now_v7();
     sqlx::query(

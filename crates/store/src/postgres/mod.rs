@@ -37,6 +37,8 @@ mod tasks;
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/tenants.rs"]
 mod tenants;
+#[allow(clippy::duplicate_mod)]
+#[path = "../ops/writer.rs"]
 mod writer;
 
 use std::str::FromStr;
@@ -47,6 +49,9 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::{Result, Wakeups};
+
+/// The channel wake-ups travel on between nodes.
+const CHANNEL: &str = "aruntime_ready";
 use writer::Writer;
 
 type Conn = sqlx::PgConnection;
@@ -78,12 +83,31 @@ mod dialect {
         format!("jsonb_array_elements_text(({expr})::jsonb) AS {alias}(value)")
     }
 
-    /// Every write of a tenant takes this lock first: the gapless event
-    /// counter serializes the tenant's writes anyway, and taking it first
-    /// gives all writes one lock order, so nodes never deadlock.
-    pub(crate) async fn lock_tenant(ctx: &mut WriteCtx, tenant: &str) -> Result<()> {
-        sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(tenant)
+    /// Every batch of writes first locks the rows of the tenants it writes
+    /// for, all in one statement and in id order: the gapless event log
+    /// needs one writer per tenant at a time, and one lock order on every
+    /// node means nodes never deadlock.
+    pub(crate) async fn lock_tenants(ctx: &mut WriteCtx, tenants: &[String]) -> Result<()> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(tenants)
+            .execute(&mut ctx.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Tells the other nodes' waiting claims, at commit, which tenants
+    /// have new work (`NOTIFY` is delivered only if the transaction commits).
+    pub(crate) async fn before_commit(ctx: &mut WriteCtx) -> Result<()> {
+        let tenants: Vec<String> = ctx.wake.tenants().cloned().collect();
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
+            .bind(super::CHANNEL)
+            .bind(tenants)
             .execute(&mut ctx.conn)
             .await?;
         Ok(())
@@ -120,7 +144,7 @@ mod blobs {
         let (t, s, data) = (tenant.to_owned(), sha.clone(), bytes.to_vec());
         store
             .writer
-            .write(move |ctx| {
+            .write(None, move |ctx| {
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO blobs (tenant_id, sha256, size, created_at, data) VALUES ($1, $2, $3, $4, $5) \
@@ -157,8 +181,9 @@ pub struct PgConfig {
     pub url: String,
     /// Connections for reads.
     pub read_connections: u32,
-    /// Connections for writes (each write is one transaction on one).
-    pub write_connections: usize,
+    /// Most writes committed together in one transaction (on this node's
+    /// one write connection).
+    pub max_batch: usize,
     /// Longest a statement may run before it is cancelled.
     pub statement_timeout: Duration,
 }
@@ -169,7 +194,7 @@ impl PgConfig {
         PgConfig {
             url: url.into(),
             read_connections: 8,
-            write_connections: 8,
+            max_batch: 512,
             statement_timeout: Duration::from_secs(30),
         }
     }
@@ -190,9 +215,8 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(&cfg.url)?
             .options([("statement_timeout", timeout_ms.as_str())])
             .application_name("aruntime");
-        let mut conn = opts.connect().await?;
-        schema::migrate(&mut conn).await?;
-        drop(conn);
+        let mut write = opts.connect().await?;
+        schema::migrate(&mut write).await?;
         let read = PgPoolOptions::new()
             .max_connections(cfg.read_connections.max(1))
             // While the database is down, requests wait this long for their
@@ -202,8 +226,13 @@ impl PgStore {
             .await?;
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(listen(read.clone(), wakeups.clone()));
+        let reopen = opts.clone();
+        let connect: writer::Connect = Arc::new(move || {
+            let o = reopen.clone();
+            Box::pin(async move { Ok(o.connect().await?) })
+        });
         Ok(PgStore {
-            writer: Writer::new(opts, cfg.write_connections, wakeups.clone()),
+            writer: Writer::spawn(write, connect, wakeups.clone(), cfg.max_batch.max(1)),
             read,
             wakeups,
         })
@@ -243,7 +272,7 @@ async fn listen(pool: Pool, wakeups: Arc<Wakeups>) {
                 continue;
             }
         };
-        if listener.listen(writer::CHANNEL).await.is_err() {
+        if listener.listen(CHANNEL).await.is_err() {
             continue;
         }
         backoff = Duration::from_millis(100);

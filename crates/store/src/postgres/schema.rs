@@ -17,6 +17,11 @@ const MIGRATIONS: &Migrations = &[
         "expiry_index",
         include_str!("../../migrations/postgres/0002_expiry_index.sql"),
     ),
+    (
+        3,
+        "event_seq_from_log",
+        include_str!("../../migrations/postgres/0003_event_seq_from_log.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming aruntime's migration lock.

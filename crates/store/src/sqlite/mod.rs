@@ -35,6 +35,8 @@ mod tasks;
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/tenants.rs"]
 mod tenants;
+#[allow(clippy::duplicate_mod)]
+#[path = "../ops/writer.rs"]
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -77,8 +79,14 @@ mod dialect {
         format!("json_each({expr}) AS {alias}")
     }
 
-    /// Writes of one tenant need no ordering beyond the single writer.
-    pub(crate) async fn lock_tenant(_: &mut WriteCtx, _: &str) -> Result<()> {
+    /// Writes of one tenant need no lock: this process's writer is the
+    /// only one.
+    pub(crate) async fn lock_tenants(_: &mut WriteCtx, _: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Wake-ups stay in this process; nothing to announce.
+    pub(crate) async fn before_commit(_: &mut WriteCtx) -> Result<()> {
         Ok(())
     }
 
@@ -110,7 +118,7 @@ mod blobs {
         let (t, s) = (tenant.to_owned(), sha.clone());
         store
             .writer
-            .write(move |ctx| {
+            .write(None, move |ctx| {
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO blobs (tenant_id, sha256, size, created_at) VALUES ($1, $2, $3, $4) \
@@ -201,8 +209,13 @@ impl SqliteStore {
             .connect_with(options(&path, cfg.durability))
             .await?;
         let wakeups = Arc::new(Wakeups::default());
+        let reopen = options(&path, cfg.durability);
+        let connect: writer::Connect = Arc::new(move || {
+            let o = reopen.clone();
+            Box::pin(async move { Ok(o.connect().await?) })
+        });
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, wakeups.clone(), cfg.max_batch.max(1)),
+            writer: Writer::spawn(conn, connect, wakeups.clone(), cfg.max_batch.max(1)),
             read,
             blobs: BlobDir::new(cfg.data_dir.join("blobs")),
             wakeups,

@@ -15,6 +15,11 @@ const MIGRATIONS: &Migrations = &[
         "expiry_index",
         include_str!("../../migrations/sqlite/0002_expiry_index.sql"),
     ),
+    (
+        3,
+        "event_seq_from_log",
+        include_str!("../../migrations/sqlite/0003_event_seq_from_log.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(conn: &mut Conn) -> Result<()> {
