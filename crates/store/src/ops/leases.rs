@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::dialect;
 use super::rows::{self, TASK_COLS, json_text, to_json};
-use super::tasks::{CLEAR_LEASE, event, load, release_dependents};
+use super::tasks::{CLEAR_LEASE, event, events, load, release_dependents};
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
 
@@ -188,43 +188,62 @@ pub(crate) async fn claim(
         .bind(i64::from(p.max))
         .fetch_all(&mut ctx.conn)
         .await?;
-    let mut granted = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut task = rows::task(&row)?;
-        let t = transition(Some(task.status), Command::Lease)?;
-        let n = task.attempts + 1;
-        let token = new_token();
-        let ttl_s = p.ttl_s.unwrap_or(task.lease_ttl_s);
-        let ttl_ms = i64::from(ttl_s) * 1000;
-        let expires_at = now.plus_ms(ttl_ms);
-        sqlx::query(
-            "UPDATE tasks SET status = $1, attempts = $2, lease_token = $3, lease_worker = $4, lease_attempt = $5, \
-             lease_ttl_ms = $6, lease_expires_at = $7, updated_at = $8 WHERE tenant_id = $9 AND id = $10",
-        )
+    if rows.is_empty() {
+        return Ok(ClaimOutcome {
+            granted: vec![],
+            expired,
+        });
+    }
+    let mut tasks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        tasks.push(rows::task(row)?);
+    }
+    // Every offered task is ready, so one transition serves them all.
+    let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
+    // A batch claim is three statements however many tasks it grants: each
+    // task's token is this claim's secret followed by the task id, so tokens
+    // differ per task and per attempt without a statement per task.
+    let secret = new_token();
+    let ttl_ms = p.ttl_s.map(|s| i64::from(s) * 1000);
+    let ids = to_json(&tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+    let update = format!(
+        "UPDATE tasks SET status = $1, attempts = attempts + 1, lease_token = $2 || id, lease_worker = $3, \
+         lease_attempt = attempts + 1, lease_ttl_ms = COALESCE($4, lease_ttl_s * 1000), \
+         lease_expires_at = $5 + COALESCE($4, lease_ttl_s * 1000), updated_at = $5 \
+         WHERE tenant_id = $6 AND id IN (SELECT j.value FROM {})",
+        dialect::json_values("$7", "j")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(update))
         .bind(t.to.as_str())
-        .bind(i64::from(n))
-        .bind(&token)
+        .bind(&secret)
         .bind(&p.worker)
-        .bind(i64::from(n))
         .bind(ttl_ms)
-        .bind(expires_at.0)
         .bind(now.0)
         .bind(&tenant)
-        .bind(task.id.to_string())
+        .bind(&ids)
         .execute(&mut ctx.conn)
         .await?;
-        sqlx::query(
-            "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) VALUES ($1, $2, $3, $4, $5, 'running')",
-        )
-        .bind(&tenant)
-        .bind(task.id.to_string())
-        .bind(i64::from(n))
+    let attempts = format!(
+        "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
+         SELECT tenant_id, id, attempts, $1, $2, 'running' FROM tasks \
+         WHERE tenant_id = $3 AND id IN (SELECT j.value FROM {})",
+        dialect::json_values("$4", "j")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(attempts))
         .bind(&p.worker)
         .bind(now.0)
+        .bind(&tenant)
+        .bind(&ids)
         .execute(&mut ctx.conn)
         .await?;
+    let mut granted = Vec::with_capacity(tasks.len());
+    let mut logged = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let n = task.attempts + 1;
+        let ttl = ttl_ms.unwrap_or(i64::from(task.lease_ttl_s) * 1000);
+        let expires_at = now.plus_ms(ttl);
         let data = json!({"attempt": n, "worker": p.worker, "expires_at": expires_at});
-        event(ctx, &tenant, Some(task.id), t.event, data, now).await?;
+        logged.push((Some(task.id), t.event, data));
         task.status = t.to;
         task.attempts = n;
         task.not_before = None;
@@ -235,12 +254,13 @@ pub(crate) async fn claim(
             expires_at,
         });
         granted.push(Claimed {
+            lease: format!("{secret}{}", task.id),
             task,
             attempt: n,
-            lease: token,
             expires_at,
         });
     }
+    events(ctx, &tenant, logged, now).await?;
     Ok(ClaimOutcome { granted, expired })
 }
 
@@ -404,6 +424,15 @@ pub(crate) async fn finish(
             close_attempt(ctx, &tenant, id, n, "completed", None, None, now).await?;
             event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
             release_dependents(ctx, &tenant, id, now).await?;
+            // The row as just written, without reading it back: completion
+            // is the hottest write there is.
+            let mut task = task;
+            task.status = t.to;
+            task.result = (!result.is_null()).then_some(result);
+            task.error = None;
+            task.lease = None;
+            task.updated_at = now;
+            return Ok(task);
         }
         Finish::Fail {
             error,

@@ -12,7 +12,7 @@ use aruntime_core::{
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::rows::{self, TASK_COLS};
+use super::rows::{self, TASK_COLS, to_json};
 use super::{Conn, Pool, dialect};
 use crate::{Result, StoreError};
 
@@ -212,7 +212,7 @@ async fn decisions_for(conn: &mut Conn, tenant: &str, ids: &[Uuid]) -> Result<Ve
         dialect::json_values("$2", "d")
     )))
     .bind(tenant)
-    .bind(rows::to_json(&ids))
+    .bind(to_json(&ids))
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(rows::decision).collect()
@@ -313,6 +313,30 @@ pub(crate) async fn next_due(
     .fetch_one(pool)
     .await?;
     Ok(due.map(Timestamp))
+}
+
+pub(crate) async fn claimable(
+    pool: &Pool,
+    tenant: &str,
+    capabilities: &[String],
+    now: Timestamp,
+) -> Result<bool> {
+    let sql = format!(
+        "SELECT 1 FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
+         AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
+         UNION ALL \
+         SELECT 1 FROM tasks WHERE tenant_id = $1 AND status = 'running' AND lease_expires_at <= $2 \
+         LIMIT 1",
+        labels = dialect::json_values("tasks.labels", "l"),
+        caps = dialect::json_values("$3", "c"),
+    );
+    let found: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(now.0)
+        .bind(to_json(&capabilities))
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
 }
 
 pub(crate) async fn token_lookup(pool: &Pool, hash: &str) -> Result<Option<Principal>> {

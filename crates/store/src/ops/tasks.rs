@@ -64,6 +64,54 @@ pub(crate) async fn event(
     Ok(())
 }
 
+/// Appends several events in order, in two statements however many there are
+/// (for batch claims and fan-out releases).
+pub(crate) async fn events(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: Vec<(Option<Uuid>, &str, Value)>,
+    now: Timestamp,
+) -> Result<()> {
+    if items.len() <= 1 {
+        for (task, kind, data) in items {
+            event(ctx, tenant, task, kind, data, now).await?;
+        }
+        return Ok(());
+    }
+    let mut seq: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = $1 ORDER BY e.seq DESC LIMIT 1), 0)",
+    )
+    .bind(tenant)
+    .fetch_one(&mut ctx.conn)
+    .await?;
+    // Chunks keep the bound parameters well under both databases' limits.
+    for chunk in items.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = 3 + i * 4;
+                format!("($1, ${b}, ${}, ${}, ${}, $2)", b + 1, b + 2, b + 3)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(now.0);
+        for (task, kind, data) in chunk {
+            seq += 1;
+            q = q
+                .bind(seq)
+                .bind(task.map(|t| t.to_string()))
+                .bind(*kind)
+                .bind(data.to_string());
+        }
+        q.execute(&mut ctx.conn).await?;
+    }
+    Ok(())
+}
+
 fn dedup(ids: Vec<Uuid>) -> Vec<Uuid> {
     let mut seen = HashSet::new();
     ids.into_iter().filter(|i| seen.insert(*i)).collect()
@@ -415,40 +463,48 @@ pub(crate) async fn release_dependents(
     done: Uuid,
     now: Timestamp,
 ) -> Result<()> {
-    let dependents: Vec<String> = sqlx::query_scalar(
-        "SELECT task_id FROM task_deps WHERE tenant_id = $1 AND depends_on = $2",
+    // Set-based, so a completion releasing a thousand dependents costs four
+    // statements, not four per dependent: decrement them all, promote the
+    // ones whose last dependency this was, log one event each.
+    let decremented = sqlx::query(
+        "UPDATE tasks SET pending_deps = pending_deps - 1, updated_at = $1 \
+         WHERE tenant_id = $2 AND pending_deps > 0 \
+         AND id IN (SELECT d.task_id FROM task_deps d WHERE d.tenant_id = $2 AND d.depends_on = $3) \
+         RETURNING id, pending_deps, held, status",
     )
+    .bind(now.0)
     .bind(tenant)
     .bind(done.to_string())
     .fetch_all(&mut ctx.conn)
     .await?;
-    for d in dependents {
-        let row = sqlx::query(
-            "UPDATE tasks SET pending_deps = pending_deps - 1, updated_at = $1 \
-             WHERE tenant_id = $2 AND id = $3 AND pending_deps > 0 RETURNING pending_deps, held, status",
-        )
-        .bind(now.0)
-        .bind(tenant)
-        .bind(&d)
-        .fetch_optional(&mut ctx.conn)
-        .await?;
-        let Some(row) = row else { continue };
+    let mut ready = vec![];
+    for row in &decremented {
         let pending: i64 = row.try_get("pending_deps")?;
         let held: bool = row.try_get("held")?;
-        let status = rows::status(&row)?;
-        if pending == 0 && !held && status == TaskStatus::Backlog {
-            let t = transition(Some(status), Command::DependenciesDone)?;
-            sqlx::query("UPDATE tasks SET status = $1 WHERE tenant_id = $2 AND id = $3")
-                .bind(t.to.as_str())
-                .bind(tenant)
-                .bind(&d)
-                .execute(&mut ctx.conn)
-                .await?;
-            let id = Uuid::parse_str(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            event(ctx, tenant, Some(id), t.event, json!({"after": done}), now).await?;
-            ctx.wake.all(tenant);
+        if pending == 0 && !held && rows::status(row)? == TaskStatus::Backlog {
+            ready.push(rows::uuid(row, "id")?);
         }
     }
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let t = transition(Some(TaskStatus::Backlog), Command::DependenciesDone)?;
+    let sql = format!(
+        "UPDATE tasks SET status = $1 WHERE tenant_id = $2 AND id IN (SELECT j.value FROM {})",
+        dialect::json_values("$3", "j")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(t.to.as_str())
+        .bind(tenant)
+        .bind(to_json(&ready))
+        .execute(&mut ctx.conn)
+        .await?;
+    let logged = ready
+        .into_iter()
+        .map(|id| (Some(id), t.event, json!({"after": done})))
+        .collect();
+    events(ctx, tenant, logged, now).await?;
+    ctx.wake.all(tenant);
     Ok(())
 }
 
