@@ -210,8 +210,8 @@ pub(crate) async fn claim(
         "UPDATE tasks SET status = $1, attempts = attempts + 1, lease_token = $2 || id, lease_worker = $3, \
          lease_attempt = attempts + 1, lease_ttl_ms = COALESCE($4, lease_ttl_s * 1000), \
          lease_expires_at = $5 + COALESCE($4, lease_ttl_s * 1000), updated_at = $5 \
-         WHERE tenant_id = $6 AND id IN (SELECT j.value FROM {})",
-        dialect::json_values("$7", "j")
+         WHERE tenant_id = $6 AND id {}",
+        dialect::in_list("$7")
     );
     sqlx::query(sqlx::AssertSqlSafe(update))
         .bind(t.to.as_str())
@@ -226,8 +226,8 @@ pub(crate) async fn claim(
     let attempts = format!(
         "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
          SELECT tenant_id, id, attempts, $1, $2, 'running' FROM tasks \
-         WHERE tenant_id = $3 AND id IN (SELECT j.value FROM {})",
-        dialect::json_values("$4", "j")
+         WHERE tenant_id = $3 AND id {}",
+        dialect::in_list("$4")
     );
     sqlx::query(sqlx::AssertSqlSafe(attempts))
         .bind(&p.worker)

@@ -207,9 +207,9 @@ async fn goal_chain(conn: &mut Conn, tenant: &str, t: &Task) -> Result<Vec<GoalR
 async fn decisions_for(conn: &mut Conn, tenant: &str, ids: &[Uuid]) -> Result<Vec<Decision>> {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM decisions WHERE tenant_id = $1 AND task_id IN (SELECT d.value FROM {}) \
+        "SELECT * FROM decisions WHERE tenant_id = $1 AND task_id {} \
              ORDER BY created_at, id",
-        dialect::json_values("$2", "d")
+        dialect::in_list("$2")
     )))
     .bind(tenant)
     .bind(to_json(&ids))

@@ -490,8 +490,8 @@ pub(crate) async fn release_dependents(
     }
     let t = transition(Some(TaskStatus::Backlog), Command::DependenciesDone)?;
     let sql = format!(
-        "UPDATE tasks SET status = $1 WHERE tenant_id = $2 AND id IN (SELECT j.value FROM {})",
-        dialect::json_values("$3", "j")
+        "UPDATE tasks SET status = $1 WHERE tenant_id = $2 AND id {}",
+        dialect::in_list("$3")
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(t.to.as_str())

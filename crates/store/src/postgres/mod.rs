@@ -83,6 +83,14 @@ mod dialect {
         format!("jsonb_array_elements_text(({expr})::jsonb) AS {alias}(value)")
     }
 
+    /// `IN` a JSON array of ids bound as `param`, as `= ANY(array)`:
+    /// PostgreSQL plans `IN (SELECT … FROM jsonb_array_elements_text(…))`
+    /// as a join with a guessed 100 rows, which can scan the table; an array
+    /// makes it one index probe per element.
+    pub(crate) fn in_list(param: &str) -> String {
+        format!("= ANY(ARRAY(SELECT jsonb_array_elements_text(({param})::jsonb)))")
+    }
+
     /// Every batch of writes first locks the rows of the tenants it writes
     /// for, all in one statement and in id order: the gapless event log
     /// needs one writer per tenant at a time, and one lock order on every
@@ -218,6 +226,11 @@ impl PgStore {
         let mut write = opts.connect().await?;
         schema::migrate(&mut write).await?;
         let read = PgPoolOptions::new()
+            // Every request reads (its token, at least); pinging each
+            // connection before handing it out doubled the round trips. A
+            // connection that died is found by its query failing instead
+            // (a 503 the client retries), and the pool drops it.
+            .test_before_acquire(false)
             .max_connections(cfg.read_connections.max(1))
             // While the database is down, requests wait this long for their
             // 503: short enough for a readiness probe's timeout.

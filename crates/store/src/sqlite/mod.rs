@@ -79,6 +79,12 @@ mod dialect {
         format!("json_each({expr}) AS {alias}")
     }
 
+    /// `IN` a JSON array of ids bound as `param`. SQLite probes the key
+    /// index once per element.
+    pub(crate) fn in_list(param: &str) -> String {
+        format!("IN (SELECT value FROM json_each({param}))")
+    }
+
     /// Writes of one tenant need no lock: this process's writer is the
     /// only one.
     pub(crate) async fn lock_tenants(_: &mut WriteCtx, _: &[String]) -> Result<()> {
@@ -204,6 +210,11 @@ impl SqliteStore {
         let mut conn = opts.connect().await?;
         schema::migrate(&mut conn).await?;
         let read = SqlitePoolOptions::new()
+            // Every request reads (its token, at least); pinging each
+            // connection before handing it out doubled the round trips. A
+            // connection that died is found by its query failing instead
+            // (a 503 the client retries), and the pool drops it.
+            .test_before_acquire(false)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options(&path, cfg.durability))
