@@ -258,15 +258,6 @@ pub trait Store: Send + Sync + 'static {
     /// The next moment a task of `tenant` may become claimable without any
     /// write: the earliest lease expiry or backoff end after `now`.
     async fn next_due(&self, tenant: &str, now: Timestamp) -> Result<Option<Timestamp>>;
-    /// Whether a claim with `capabilities` would find anything now (a ready
-    /// task it may take, or an expired lease to recover), read without
-    /// going through the writer.
-    async fn claimable(
-        &self,
-        tenant: &str,
-        capabilities: &[String],
-        now: Timestamp,
-    ) -> Result<bool>;
 
     /// Checkpoints of a task, oldest first.
     async fn checkpoint_list(&self, tenant: &str, task: Uuid) -> Result<Vec<Checkpoint>>;

@@ -29,23 +29,13 @@ pub async fn claim_waiting<G>(
     let deadline = Instant::now() + wait;
     let notify = store.wakeups().tenant(tenant);
     let mut expired = 0;
-    let mut first = true;
     loop {
         // Registered before looking, so a wake-up in between is not lost.
         let woken = notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = clock.now();
-        // After a wake-up, a read first: another waiter has often taken the
-        // work already, and an empty claim would still cost the writer a
-        // write (and, on PostgreSQL, the tenant's lock).
-        let look = first || store.claimable(tenant, &params.capabilities, now).await?;
-        first = false;
-        let mut out = if look {
-            store.lease_claim(tenant, params.clone(), now).await?
-        } else {
-            ClaimOutcome::default()
-        };
+        let mut out = store.lease_claim(tenant, params.clone(), now).await?;
         expired += out.expired;
         if !out.granted.is_empty() || Instant::now() >= deadline || *stop.borrow() {
             out.expired = expired;

@@ -315,30 +315,6 @@ pub(crate) async fn next_due(
     Ok(due.map(Timestamp))
 }
 
-pub(crate) async fn claimable(
-    pool: &Pool,
-    tenant: &str,
-    capabilities: &[String],
-    now: Timestamp,
-) -> Result<bool> {
-    let sql = format!(
-        "SELECT 1 FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
-         AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
-         UNION ALL \
-         SELECT 1 FROM tasks WHERE tenant_id = $1 AND status = 'running' AND lease_expires_at <= $2 \
-         LIMIT 1",
-        labels = dialect::json_values("tasks.labels", "l"),
-        caps = dialect::json_values("$3", "c"),
-    );
-    let found: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(now.0)
-        .bind(to_json(&capabilities))
-        .fetch_optional(pool)
-        .await?;
-    Ok(found.is_some())
-}
-
 pub(crate) async fn token_lookup(pool: &Pool, hash: &str) -> Result<Option<Principal>> {
     let row = sqlx::query("SELECT tenant_id, role FROM tokens WHERE hash = $1")
         .bind(hash)

@@ -206,15 +206,6 @@ impl Store for Backend {
         reads::next_due(&self.read, tenant, now).await
     }
 
-    async fn claimable(
-        &self,
-        tenant: &str,
-        capabilities: &[String],
-        now: Timestamp,
-    ) -> Result<bool> {
-        reads::claimable(&self.read, tenant, capabilities, now).await
-    }
-
     async fn checkpoint_list(&self, tenant: &str, task: Uuid) -> Result<Vec<Checkpoint>> {
         reads::checkpoint_list(&self.read, tenant, task).await
     }
