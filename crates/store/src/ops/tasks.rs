@@ -37,6 +37,13 @@ pub(crate) async fn load(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<T
     rows::task(&row)
 }
 
+/// The last event number of tenant `$1` (0 for none). Events are numbered
+/// from the log itself, its last plus one: the writer holds the tenant's lock
+/// (PostgreSQL) or is the only writer (SQLite), so the log stays gapless, and
+/// the primary key makes the lookup one index probe.
+const LAST_SEQ: &str =
+    "COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = $1 ORDER BY e.seq DESC LIMIT 1), 0)";
+
 /// Appends to the tenant's gapless event log, in the caller's transaction.
 pub(crate) async fn event(
     ctx: &mut WriteCtx,
@@ -46,21 +53,17 @@ pub(crate) async fn event(
     data: Value,
     now: Timestamp,
 ) -> Result<()> {
-    // The next number is the log's last plus one: the writer holds the
-    // tenant's lock (PostgreSQL) or is the only writer (SQLite), so the log
-    // stays gapless, and the primary key makes the lookup one index probe.
-    sqlx::query(
-        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES ($1, \
-         COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + 1, \
-         $2, $3, $4, $5)",
-    )
-    .bind(tenant)
-    .bind(task.map(|t| t.to_string()))
-    .bind(kind)
-    .bind(data.to_string())
-    .bind(now.0)
-    .execute(&mut ctx.conn)
-    .await?;
+    let sql = format!(
+        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES ($1, {LAST_SEQ} + 1, $2, $3, $4, $5)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(task.map(|t| t.to_string()))
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now.0)
+        .execute(&mut ctx.conn)
+        .await?;
     Ok(())
 }
 
@@ -78,12 +81,10 @@ pub(crate) async fn events(
         }
         return Ok(());
     }
-    let mut seq: i64 = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = $1 ORDER BY e.seq DESC LIMIT 1), 0)",
-    )
-    .bind(tenant)
-    .fetch_one(&mut ctx.conn)
-    .await?;
+    let mut seq: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {LAST_SEQ}")))
+        .bind(tenant)
+        .fetch_one(&mut ctx.conn)
+        .await?;
     // Chunks keep the bound parameters well under both databases' limits.
     for chunk in items.chunks(500) {
         let rows: Vec<String> = (0..chunk.len())

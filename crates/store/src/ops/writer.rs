@@ -31,7 +31,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Conn, dialect};
+use sqlx::ConnectOptions;
+
+use super::{Conn, ConnectOpts, dialect};
 use crate::{Result, StoreError, Wakeups};
 
 /// What a write sees: the connection (inside the batch transaction) and the
@@ -77,10 +79,6 @@ impl WakeList {
                 wakeups.wake_some(&t, n);
             }
         }
-    }
-
-    fn clear(&mut self) {
-        self.tenants.clear();
     }
 }
 
@@ -130,9 +128,6 @@ where
     }
 }
 
-/// Opens a fresh write connection.
-pub(crate) type Connect = Arc<dyn Fn() -> BoxFuture<'static, Result<Conn>> + Send + Sync>;
-
 /// The handle requests use to queue writes.
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -140,17 +135,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`, reconnecting with `connect` after a
+    /// Starts the writer task on `conn`, reconnecting with `opts` after a
     /// failed batch. `max_batch` bounds how many writes share one
     /// transaction (and so how long the first waits for the last).
     pub(crate) fn spawn(
         conn: Conn,
-        connect: Connect,
+        opts: ConnectOpts,
         wakeups: Arc<Wakeups>,
         max_batch: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(max_batch * 4);
-        tokio::spawn(run(Some(conn), connect, rx, wakeups, max_batch));
+        tokio::spawn(run(Some(conn), opts, rx, wakeups, max_batch));
         Writer { tx }
     }
 
@@ -175,7 +170,7 @@ impl Writer {
 
 async fn run(
     mut conn: Option<Conn>,
-    connect: Connect,
+    opts: ConnectOpts,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     wakeups: Arc<Wakeups>,
     max_batch: usize,
@@ -191,7 +186,7 @@ async fn run(
         }
         let outcome = match conn.take() {
             Some(c) => Ok(c),
-            None => connect().await.map_err(|e| e.to_string()),
+            None => opts.connect().await.map_err(|e| e.to_string()),
         };
         let outcome = match outcome {
             Err(e) => Err(e),
@@ -201,13 +196,10 @@ async fn run(
                     wake: WakeList::default(),
                 };
                 let r = apply(&mut ctx, &mut batch).await;
-                match &r {
-                    Ok(()) => ctx.wake.send(&wakeups),
-                    Err(_) => ctx.wake.clear(),
-                }
                 // A connection whose batch failed may be broken; the next
                 // batch opens a fresh one.
                 if r.is_ok() {
+                    ctx.wake.send(&wakeups);
                     conn = Some(ctx.conn);
                 }
                 r

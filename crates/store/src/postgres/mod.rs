@@ -49,11 +49,12 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::{Result, Wakeups};
+use writer::Writer;
 
 /// The channel wake-ups travel on between nodes.
 const CHANNEL: &str = "aruntime_ready";
-use writer::Writer;
 
+type ConnectOpts = PgConnectOptions;
 type Conn = sqlx::PgConnection;
 type DbRow = sqlx::postgres::PgRow;
 type Pool = sqlx::PgPool;
@@ -239,13 +240,8 @@ impl PgStore {
             .await?;
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(listen(read.clone(), wakeups.clone()));
-        let reopen = opts.clone();
-        let connect: writer::Connect = Arc::new(move || {
-            let o = reopen.clone();
-            Box::pin(async move { Ok(o.connect().await?) })
-        });
         Ok(PgStore {
-            writer: Writer::spawn(write, connect, wakeups.clone(), cfg.max_batch.max(1)),
+            writer: Writer::spawn(write, opts, wakeups.clone(), cfg.max_batch.max(1)),
             read,
             wakeups,
         })

@@ -51,6 +51,7 @@ use crate::blobs::BlobDir;
 use crate::{Result, Wakeups};
 use writer::Writer;
 
+type ConnectOpts = SqliteConnectOptions;
 type Conn = sqlx::SqliteConnection;
 type DbRow = sqlx::sqlite::SqliteRow;
 type Pool = sqlx::SqlitePool;
@@ -220,13 +221,8 @@ impl SqliteStore {
             .connect_with(options(&path, cfg.durability))
             .await?;
         let wakeups = Arc::new(Wakeups::default());
-        let reopen = options(&path, cfg.durability);
-        let connect: writer::Connect = Arc::new(move || {
-            let o = reopen.clone();
-            Box::pin(async move { Ok(o.connect().await?) })
-        });
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, connect, wakeups.clone(), cfg.max_batch.max(1)),
+            writer: Writer::spawn(conn, opts, wakeups.clone(), cfg.max_batch.max(1)),
             read,
             blobs: BlobDir::new(cfg.data_dir.join("blobs")),
             wakeups,
