@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Leases per claim in throughput runs.
     #[arg(long, default_value_t = 32)]
     pub batch: u32,
+    /// Concurrent producers in throughput runs, each creating one task at a
+    /// time (one request per task, no batching), as many clients would.
+    #[arg(long, default_value_t = 64)]
+    pub producers: u32,
     /// Samples for `latency`.
     #[arg(long, default_value_t = 300)]
     pub samples: u32,
@@ -123,6 +127,8 @@ pub struct Report {
     pub workers: u32,
     /// Batch size per claim.
     pub batch: u32,
+    /// Concurrent producers creating tasks.
+    pub producers: u32,
     /// Per target.
     pub targets: Vec<TargetReport>,
     /// The sweep, when `--plot` was given.
@@ -133,12 +139,30 @@ async fn run_workload(t: &Target, w: Workload, a: &BenchArgs, quiet: bool) -> Re
     let api = t.api.clone();
     match w {
         Workload::Cycle => {
-            workloads::throughput(api, a.tasks, a.workers, a.batch, Work::Plain, quiet).await
+            workloads::throughput(
+                api,
+                a.tasks,
+                a.producers,
+                a.workers,
+                a.batch,
+                Work::Plain,
+                quiet,
+            )
+            .await
         }
         Workload::Checkpointed => {
             // Each task moves 67 KB and four more writes: a tenth as many.
             let n = (a.tasks / 10).max(100);
-            workloads::throughput(api, n, a.workers, a.batch, Work::Checkpointed, quiet).await
+            workloads::throughput(
+                api,
+                n,
+                a.producers,
+                a.workers,
+                a.batch,
+                Work::Checkpointed,
+                quiet,
+            )
+            .await
         }
         Workload::Latency => workloads::latency(api, a.samples, quiet).await,
         Workload::Recovery => workloads::recovery(api, 5, quiet).await,
@@ -224,6 +248,7 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
         tasks: a.tasks,
         workers: a.workers,
         batch: a.batch,
+        producers: a.producers,
         targets: vec![],
         sweep: vec![],
     };
@@ -266,9 +291,16 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
             for workers in [1, 2, 4, 8, 16, 32] {
                 for batch in [1, 8, 32] {
                     eprintln!("  sweep: {workers} workers × batch {batch}");
-                    let m =
-                        workloads::throughput(t.api.clone(), n, workers, batch, Work::Plain, quiet)
-                            .await?;
+                    let m = workloads::throughput(
+                        t.api.clone(),
+                        n,
+                        a.producers,
+                        workers,
+                        batch,
+                        Work::Plain,
+                        quiet,
+                    )
+                    .await?;
                     report.sweep.push(plot::Point {
                         workers,
                         batch,

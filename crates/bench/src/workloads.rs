@@ -75,26 +75,28 @@ async fn work_one(api: &dyn Api, l: &Lease, work: Work, state: &serde_json::Valu
     api.complete(l, json!({"ok": true})).await
 }
 
-/// `cycle` and `checkpointed`: producers create `n` tasks while `workers`
-/// lease them `batch` at a time and work them. Throughput is `n` over the
-/// time from the first create to the last completion.
+/// `cycle` and `checkpointed`: `producers` create `n` tasks, one request
+/// each, while `workers` lease them `batch` at a time and work them.
+/// Throughput is `n` over the time from the first create to the last
+/// completion.
 pub(crate) async fn throughput(
     api: Arc<dyn Api>,
     n: u64,
+    producers: u32,
     workers: u32,
     batch: u32,
     work: Work,
     quiet: bool,
 ) -> Result<Measured> {
-    const PRODUCERS: u64 = 8;
+    let producers = u64::from(producers.max(1));
     let completed = Arc::new(AtomicU64::new(0));
     let lease_lat = Arc::new(Mutex::new(Vec::new()));
     let e2e_lat = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let mut handles = vec![];
-    for p in 0..PRODUCERS {
+    for p in 0..producers {
         let api = api.clone();
-        let count = n / PRODUCERS + u64::from(p < n % PRODUCERS);
+        let count = n / producers + u64::from(p < n % producers);
         handles.push(tokio::spawn(async move {
             for i in 0..count {
                 api.create(NewTask::titled(format!("bench {p}-{i}")))

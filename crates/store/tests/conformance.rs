@@ -126,6 +126,9 @@ conformance!(
     idempotent_creates_race_to_one_task,
     blobs_are_deduplicated_per_tenant,
     tokens_resolve_to_their_tenant,
+    concurrent_completions_are_answered_as_if_alone,
+    concurrent_claims_respect_each_max_worker_and_label,
+    completions_in_one_batch_release_a_shared_dependent,
 );
 
 async fn concurrent_claims_never_overlap(h: &Harness) {
@@ -493,4 +496,174 @@ async fn tokens_resolve_to_their_tenant(h: &Harness) {
             .unwrap_err(),
         StoreError::NotFound { .. }
     ));
+}
+
+/// Completions in flight together (so the writer groups them): each is
+/// answered as it would be alone, and each task keeps its own result.
+async fn concurrent_completions_are_answered_as_if_alone(h: &Harness) {
+    for i in 0..24 {
+        h.task("default", NewTask::titled(format!("t{i}"))).await;
+    }
+    let now = h.clock.now();
+    let leases = h
+        .store
+        .lease_claim("default", Harness::params("w", 24), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(leases.len(), 24);
+    // Per lease: complete it twice at once (exactly one may win), and send
+    // one completion for a task that does not exist.
+    let mut joins = vec![];
+    for (i, l) in leases.iter().enumerate() {
+        for attempt in 0..2 {
+            let (store, id, token) = (h.store.clone(), l.task.id, l.lease.clone());
+            joins.push(tokio::spawn(async move {
+                let how = Finish::Complete {
+                    result: json!({"task": i, "try": attempt}),
+                };
+                (i, store.task_finish("default", id, &token, how, now).await)
+            }));
+        }
+    }
+    let store = h.store.clone();
+    let ghost = tokio::spawn(async move {
+        let how = Finish::Complete { result: json!(0) };
+        store
+            .task_finish("default", uuid::Uuid::now_v7(), "ls_nope", how, now)
+            .await
+    });
+    let mut won = vec![0; leases.len()];
+    for j in joins {
+        let (i, r) = j.await.unwrap();
+        match r {
+            Ok(task) => {
+                won[i] += 1;
+                assert_eq!(task.status, TaskStatus::Done);
+                assert_eq!(
+                    task.result.as_ref().and_then(|r| r["task"].as_u64()),
+                    Some(i as u64)
+                );
+                let stored = h.store.task_get("default", task.id).await.unwrap();
+                assert_eq!(
+                    stored.result, task.result,
+                    "the answer is the row as stored"
+                );
+                assert_eq!(stored.updated_at, task.updated_at);
+            }
+            Err(e) => assert!(matches!(e, StoreError::LeaseLost), "{e:?}"),
+        }
+    }
+    assert_eq!(
+        won,
+        vec![1; leases.len()],
+        "each task completes exactly once"
+    );
+    assert!(matches!(
+        ghost.await.unwrap(),
+        Err(StoreError::NotFound { .. })
+    ));
+    for l in &leases {
+        let attempts = h.store.attempt_list("default", l.task.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].ended_at, Some(now));
+    }
+    let completed = h
+        .events("default")
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "task.completed")
+        .count();
+    assert_eq!(completed, leases.len());
+}
+
+/// Claims in flight together share one look at the queue: no task twice,
+/// no claim over its `max`, each lease in its own worker's name and
+/// usable, and labelled tasks only to workers that have the label.
+async fn concurrent_claims_respect_each_max_worker_and_label(h: &Harness) {
+    for i in 0..30 {
+        h.task("default", NewTask::titled(format!("plain {i}")))
+            .await;
+    }
+    for i in 0..5 {
+        let mut spec = NewTask::titled(format!("gpu {i}"));
+        spec.labels = vec!["gpu".into()];
+        // First in line, so the workers that can take them take them first
+        // and every task finds a claim whatever order the claims run in.
+        spec.priority = 1;
+        h.task("default", spec).await;
+    }
+    let now = h.clock.now();
+    let mut joins = vec![];
+    for w in 0..12 {
+        let store = h.store.clone();
+        joins.push(tokio::spawn(async move {
+            let mut p = Harness::params(&format!("w{w}"), 4);
+            if w % 4 == 0 {
+                p.capabilities = vec!["gpu".into()];
+            }
+            (w, store.lease_claim("default", p, now).await.unwrap())
+        }));
+    }
+    let mut seen = HashSet::new();
+    for j in joins {
+        let (w, out) = j.await.unwrap();
+        assert!(out.granted.len() <= 4, "w{w} got {}", out.granted.len());
+        for c in out.granted {
+            assert!(seen.insert(c.task.id), "task {} granted twice", c.task.id);
+            let lease = c.task.lease.as_ref().unwrap();
+            assert_eq!(lease.worker, format!("w{w}"));
+            assert_eq!((lease.attempt, c.attempt), (1, 1));
+            assert_eq!(lease.expires_at, c.expires_at);
+            if !c.task.labels.is_empty() {
+                assert_eq!(w % 4, 0, "w{w} has no gpu but got {}", c.task.title);
+            }
+            let (id, _) = h
+                .store
+                .lease_heartbeat("default", &c.lease, now)
+                .await
+                .unwrap();
+            assert_eq!(id, c.task.id, "each token is its own task's");
+            let attempts = h.store.attempt_list("default", id).await.unwrap();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].worker, format!("w{w}"));
+        }
+    }
+    // 12 claims of 4 ask for 48; 35 exist.
+    assert_eq!(seen.len(), 35);
+}
+
+/// A task waiting on two others becomes ready when both complete in the
+/// same instant, whichever batch each lands in.
+async fn completions_in_one_batch_release_a_shared_dependent(h: &Harness) {
+    let a = h.task("default", NewTask::titled("a")).await;
+    let b = h.task("default", NewTask::titled("b")).await;
+    let mut spec = NewTask::titled("c");
+    spec.depends_on = vec![a, b];
+    let c = h.task("default", spec).await;
+    let now = h.clock.now();
+    let leases = h
+        .store
+        .lease_claim("default", Harness::params("w", 5), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(leases.len(), 2, "c waits for a and b");
+    let mut joins = vec![];
+    for l in leases {
+        let store = h.store.clone();
+        joins.push(tokio::spawn(async move {
+            let how = Finish::Complete {
+                result: json!(null),
+            };
+            store
+                .task_finish("default", l.task.id, &l.lease, how, now)
+                .await
+        }));
+    }
+    for j in joins {
+        j.await.unwrap().unwrap();
+    }
+    let tc = h.store.task_get("default", c).await.unwrap();
+    assert_eq!((tc.status, tc.pending_dependencies), (TaskStatus::Ready, 0));
 }

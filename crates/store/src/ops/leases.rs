@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::dialect;
 use super::rows::{self, TASK_COLS, json_text, to_json};
-use super::tasks::{CLEAR_LEASE, event, events, load, release_dependents};
+use super::tasks::{CLEAR_LEASE, event, load, release_dependents};
 use super::writer::WriteCtx;
-use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
+use crate::{Finish, Result, StoreError};
 
 /// A fresh lease token: 244 random bits.
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     format!("ls_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
@@ -159,109 +159,20 @@ pub(crate) async fn expire_tenant(
     expire_due_in(ctx, &tenant, now).await
 }
 
-/// The claim statement: `$1` tenant, `$2` now, `$3` capabilities (JSON),
-/// `$4` how many. A task is offered only if every one of its labels is a
-/// capability. Walks `tasks_claim` in order and stops at the limit, so its
-/// cost does not grow with the number of finished tasks.
+/// The claim statement: the ids of the tasks to lease, in order. `$1`
+/// tenant, `$2` now, `$3` capabilities (JSON), `$4` how many. A task is
+/// offered only if every one of its labels is a capability. Walks
+/// `tasks_claim` in order and stops at the limit, so its cost does not grow
+/// with the number of finished tasks.
 pub(crate) fn claim_sql() -> String {
     format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
+        "SELECT id FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
          AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
          ORDER BY priority DESC, created_at, id LIMIT $4{skip_locked}",
         labels = dialect::json_values("tasks.labels", "l"),
         caps = dialect::json_values("$3", "c"),
         skip_locked = dialect::SKIP_LOCKED,
     )
-}
-
-pub(crate) async fn claim(
-    ctx: &mut WriteCtx,
-    tenant: String,
-    p: ClaimParams,
-    now: Timestamp,
-) -> Result<ClaimOutcome> {
-    let expired = expire_due_in(ctx, &tenant, now).await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql()))
-        .bind(&tenant)
-        .bind(now.0)
-        .bind(to_json(&p.capabilities))
-        .bind(i64::from(p.max))
-        .fetch_all(&mut ctx.conn)
-        .await?;
-    if rows.is_empty() {
-        return Ok(ClaimOutcome {
-            granted: vec![],
-            expired,
-        });
-    }
-    let mut tasks = Vec::with_capacity(rows.len());
-    for row in &rows {
-        tasks.push(rows::task(row)?);
-    }
-    // Every offered task is ready, so one transition serves them all.
-    let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
-    // A batch claim is three statements however many tasks it grants: each
-    // task's token is this claim's secret followed by the task id, so tokens
-    // differ per task and per attempt without a statement per task.
-    let secret = new_token();
-    let ttl_ms = p.ttl_s.map(|s| i64::from(s) * 1000);
-    let ids = to_json(&tasks.iter().map(|t| t.id).collect::<Vec<_>>());
-    let update = format!(
-        "UPDATE tasks SET status = $1, attempts = attempts + 1, lease_token = $2 || id, lease_worker = $3, \
-         lease_attempt = attempts + 1, lease_ttl_ms = COALESCE($4, lease_ttl_s * 1000), \
-         lease_expires_at = $5 + COALESCE($4, lease_ttl_s * 1000), updated_at = $5 \
-         WHERE tenant_id = $6 AND id {}",
-        dialect::in_list("$7")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(update))
-        .bind(t.to.as_str())
-        .bind(&secret)
-        .bind(&p.worker)
-        .bind(ttl_ms)
-        .bind(now.0)
-        .bind(&tenant)
-        .bind(&ids)
-        .execute(&mut ctx.conn)
-        .await?;
-    let attempts = format!(
-        "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
-         SELECT tenant_id, id, attempts, $1, $2, 'running' FROM tasks \
-         WHERE tenant_id = $3 AND id {}",
-        dialect::in_list("$4")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(attempts))
-        .bind(&p.worker)
-        .bind(now.0)
-        .bind(&tenant)
-        .bind(&ids)
-        .execute(&mut ctx.conn)
-        .await?;
-    let mut granted = Vec::with_capacity(tasks.len());
-    let mut logged = Vec::with_capacity(tasks.len());
-    for mut task in tasks {
-        let n = task.attempts + 1;
-        let ttl = ttl_ms.unwrap_or(i64::from(task.lease_ttl_s) * 1000);
-        let expires_at = now.plus_ms(ttl);
-        let data = json!({"attempt": n, "worker": p.worker, "expires_at": expires_at});
-        logged.push((Some(task.id), t.event, data));
-        task.status = t.to;
-        task.attempts = n;
-        task.not_before = None;
-        task.updated_at = now;
-        task.lease = Some(LeaseInfo {
-            worker: p.worker.clone(),
-            attempt: n,
-            expires_at,
-        });
-        granted.push(Claimed {
-            lease: format!("{secret}{}", task.id),
-            task,
-            attempt: n,
-            expires_at,
-        });
-    }
-    events(ctx, &tenant, logged, now).await?;
-    Ok(ClaimOutcome { granted, expired })
 }
 
 /// The task, if `token` is its live lease; `LeaseLost` otherwise.
@@ -423,7 +334,7 @@ pub(crate) async fn finish(
                 .await?;
             close_attempt(ctx, &tenant, id, n, "completed", None, None, now).await?;
             event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
-            release_dependents(ctx, &tenant, id, now).await?;
+            release_dependents(ctx, &tenant, &[id], now).await?;
             // The row as just written, without reading it back: completion
             // is the hottest write there is.
             let mut task = task;

@@ -12,6 +12,7 @@ use aruntime_core::{Attempt, Checkpoint, Decision, Principal, Role, Task, TaskSt
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::grouped::{Grouped, Pending};
 use super::{Backend, blobs, leases, plans, reads, tasks, tenants};
 use crate::{
     ClaimOutcome, ClaimParams, Created, Finish, Idempotency, Result, Steer, Store, StoreError,
@@ -64,6 +65,21 @@ impl Store for Backend {
         now: Timestamp,
     ) -> Result<Created<Task>> {
         let tenant = tenant.to_owned();
+        if idem.is_none() && Grouped::plain_create(&spec) {
+            let pending = Pending {
+                now,
+                op: Grouped::Create(spec),
+            };
+            let value = self
+                .writer
+                .write_grouped(tenant, pending)
+                .await?
+                .into_task()?;
+            return Ok(Created {
+                value,
+                created: true,
+            });
+        }
         self.writer
             .write(Some(tenant.clone()), move |ctx| {
                 Box::pin(tasks::create(ctx, tenant, spec, idem, now))
@@ -131,12 +147,11 @@ impl Store for Backend {
         p: ClaimParams,
         now: Timestamp,
     ) -> Result<ClaimOutcome> {
-        let tenant = tenant.to_owned();
+        let op = Grouped::Claim(p);
         self.writer
-            .write(Some(tenant.clone()), move |ctx| {
-                Box::pin(leases::claim(ctx, tenant, p, now))
-            })
-            .await
+            .write_grouped(tenant.to_owned(), Pending { now, op })
+            .await?
+            .into_claim()
     }
 
     async fn lease_heartbeat(
@@ -177,6 +192,18 @@ impl Store for Backend {
         now: Timestamp,
     ) -> Result<Task> {
         let (tenant, lease) = (tenant.to_owned(), lease.to_owned());
+        if let Finish::Complete { result } = how {
+            let op = Grouped::Complete {
+                id: task,
+                token: lease,
+                result,
+            };
+            return self
+                .writer
+                .write_grouped(tenant, Pending { now, op })
+                .await?
+                .into_task();
+        }
         self.writer
             .write(Some(tenant.clone()), move |ctx| {
                 Box::pin(leases::finish(ctx, tenant, task, lease, how, now))

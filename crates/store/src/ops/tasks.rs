@@ -3,7 +3,7 @@
 //! plus the helpers every write shares (loading a task, appending an event,
 //! releasing dependents).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use aruntime_api::{NewDecision, NewTask, TaskPatch};
 use aruntime_core::{
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::bulk::{Kind, Rows};
 use super::dialect;
 use super::rows::{self, TASK_COLS, to_json};
 use super::writer::WriteCtx;
@@ -67,8 +68,9 @@ pub(crate) async fn event(
     Ok(())
 }
 
-/// Appends several events in order, in two statements however many there are
-/// (for batch claims and fan-out releases).
+/// Appends several events in order: one statement for the last number,
+/// then one per [`MAX_ROWS`](super::bulk::MAX_ROWS) events (for groups, batch claims and fan-out
+/// releases).
 pub(crate) async fn events(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -85,30 +87,36 @@ pub(crate) async fn events(
         .bind(tenant)
         .fetch_one(&mut ctx.conn)
         .await?;
-    // Chunks keep the bound parameters well under both databases' limits.
-    for chunk in items.chunks(500) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = 3 + i * 4;
-                format!("($1, ${b}, ${}, ${}, ${}, $2)", b + 1, b + 2, b + 3)
-            })
-            .collect();
+    const COLS: &[(&str, Kind)] = &[
+        ("v_seq", Kind::Int),
+        ("v_task", Kind::Text),
+        ("v_kind", Kind::Text),
+        ("v_data", Kind::Text),
+    ];
+    let mut rows_in = Rows::new(COLS);
+    for (task, kind, data) in items {
+        seq += 1;
+        rows_in.push([
+            seq.into(),
+            task.map(|t| t.to_string()).into(),
+            kind.into(),
+            data.to_string().into(),
+        ]);
+    }
+    for chunk in rows_in.split() {
         let sql = format!(
-            "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES {}",
-            rows.join(", ")
+            "{} INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+             SELECT $1, v_seq, v_task, v_kind, v_data, $2 FROM v WHERE v_seq IS NOT NULL",
+            chunk.with_clause(3)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(now.0);
-        for (task, kind, data) in chunk {
-            seq += 1;
-            q = q
-                .bind(seq)
-                .bind(task.map(|t| t.to_string()))
-                .bind(*kind)
-                .bind(data.to_string());
-        }
-        q.execute(&mut ctx.conn).await?;
+        chunk
+            .bind(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(now.0),
+            )
+            .execute(&mut ctx.conn)
+            .await?;
     }
     Ok(())
 }
@@ -456,15 +464,16 @@ pub(crate) async fn steer(
     load(ctx, &tenant, id).await
 }
 
-/// After `done` completed: one fewer pending dependency for each dependent,
-/// and those with none left (and not held) become ready in this transaction.
+/// After the tasks in `done` completed: fewer pending dependencies for each
+/// dependent, and those with none left (and not held) become ready in this
+/// transaction.
 pub(crate) async fn release_dependents(
     ctx: &mut WriteCtx,
     tenant: &str,
-    done: Uuid,
+    done: &[Uuid],
     now: Timestamp,
 ) -> Result<()> {
-    // Set-based, so a completion releasing a thousand dependents costs five
+    // Set-based, so completions releasing a thousand dependents cost five
     // statements, not four per dependent: find them, decrement them all,
     // promote the ones whose last dependency this was, log one event each.
     //
@@ -472,34 +481,56 @@ pub(crate) async fn release_dependents(
     // UPDATE, PostgreSQL walked every task of the tenant on each completion
     // (seen in `pg_stat_user_indexes` during `cycle`: thousands of tuples
     // read per scan of the primary key).
-    let dependents: Vec<String> = sqlx::query_scalar(
-        "SELECT task_id FROM task_deps WHERE tenant_id = $1 AND depends_on = $2",
-    )
-    .bind(tenant)
-    .bind(done.to_string())
-    .fetch_all(&mut ctx.conn)
-    .await?;
-    if dependents.is_empty() {
+    if done.is_empty() {
         return Ok(());
     }
     let sql = format!(
-        "UPDATE tasks SET pending_deps = pending_deps - 1, updated_at = $1 \
-         WHERE tenant_id = $2 AND pending_deps > 0 AND id {} \
-         RETURNING id, pending_deps, held, status",
-        dialect::in_list("$3")
+        "SELECT task_id, depends_on FROM task_deps WHERE tenant_id = $1 AND depends_on {}",
+        dialect::in_list("$2")
     );
-    let decremented = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now.0)
+    let edges = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
-        .bind(to_json(&dependents))
+        .bind(to_json(&done))
         .fetch_all(&mut ctx.conn)
         .await?;
+    if edges.is_empty() {
+        return Ok(());
+    }
+    // Per dependent: how many of its dependencies are done now, and the
+    // last of them (named in its event).
+    let mut freed: BTreeMap<String, (i64, Uuid)> = BTreeMap::new();
+    for row in &edges {
+        let e = freed
+            .entry(row.try_get("task_id")?)
+            .or_insert((0, Uuid::nil()));
+        e.0 += 1;
+        e.1 = rows::uuid(row, "depends_on")?;
+    }
+    let mut by_count: BTreeMap<i64, Vec<&String>> = BTreeMap::new();
+    for (id, (n, _)) in &freed {
+        by_count.entry(*n).or_default().push(id);
+    }
     let mut ready = vec![];
-    for row in &decremented {
-        let pending: i64 = row.try_get("pending_deps")?;
-        let held: bool = row.try_get("held")?;
-        if pending == 0 && !held && rows::status(row)? == TaskStatus::Backlog {
-            ready.push(rows::uuid(row, "id")?);
+    for (n, ids) in by_count {
+        let sql = format!(
+            "UPDATE tasks SET pending_deps = CASE WHEN pending_deps > $1 THEN pending_deps - $1 ELSE 0 END, \
+             updated_at = $2 WHERE tenant_id = $3 AND pending_deps > 0 AND id {} \
+             RETURNING id, pending_deps, held, status",
+            dialect::in_list("$4")
+        );
+        let decremented = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(n)
+            .bind(now.0)
+            .bind(tenant)
+            .bind(to_json(&ids))
+            .fetch_all(&mut ctx.conn)
+            .await?;
+        for row in &decremented {
+            let pending: i64 = row.try_get("pending_deps")?;
+            let held: bool = row.try_get("held")?;
+            if pending == 0 && !held && rows::status(row)? == TaskStatus::Backlog {
+                ready.push(rows::uuid(row, "id")?);
+            }
         }
     }
     if ready.is_empty() {
@@ -518,7 +549,10 @@ pub(crate) async fn release_dependents(
         .await?;
     let logged = ready
         .into_iter()
-        .map(|id| (Some(id), t.event, json!({"after": done})))
+        .map(|id| {
+            let after = freed.get(&id.to_string()).map(|f| f.1);
+            (Some(id), t.event, json!({"after": after}))
+        })
         .collect();
     events(ctx, tenant, logged, now).await?;
     ctx.wake.all(tenant);

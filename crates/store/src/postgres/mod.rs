@@ -13,6 +13,12 @@
 // The shared operations are compiled once per backend on purpose: each
 // backend gives them its own connection, row and dialect types.
 #[allow(clippy::duplicate_mod)]
+#[path = "../ops/bulk.rs"]
+mod bulk;
+#[allow(clippy::duplicate_mod)]
+#[path = "../ops/grouped.rs"]
+mod grouped;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/leases.rs"]
 mod leases;
 #[allow(clippy::duplicate_mod)]
@@ -56,6 +62,7 @@ const CHANNEL: &str = "aruntime_ready";
 
 type ConnectOpts = PgConnectOptions;
 type Conn = sqlx::PgConnection;
+type Db = sqlx::Postgres;
 type DbRow = sqlx::postgres::PgRow;
 type Pool = sqlx::PgPool;
 type Backend = PgStore;
@@ -224,8 +231,9 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(&cfg.url)?
             .options([("statement_timeout", timeout_ms.as_str())])
             .application_name("aruntime");
-        let mut write = opts.connect().await?;
-        schema::migrate(&mut write).await?;
+        let mut conn = opts.connect().await?;
+        schema::migrate(&mut conn).await?;
+        sqlx::Connection::close(conn).await?;
         let read = PgPoolOptions::new()
             // Every request reads (its token, at least); pinging each
             // connection before handing it out doubled the round trips. A
@@ -241,7 +249,7 @@ impl PgStore {
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(listen(read.clone(), wakeups.clone()));
         Ok(PgStore {
-            writer: Writer::spawn(write, opts, wakeups.clone(), cfg.max_batch.max(1)),
+            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?,
             read,
             wakeups,
         })

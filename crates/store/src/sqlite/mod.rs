@@ -11,6 +11,12 @@
 // The shared operations are compiled once per backend on purpose: each
 // backend gives them its own connection, row and dialect types.
 #[allow(clippy::duplicate_mod)]
+#[path = "../ops/bulk.rs"]
+mod bulk;
+#[allow(clippy::duplicate_mod)]
+#[path = "../ops/grouped.rs"]
+mod grouped;
+#[allow(clippy::duplicate_mod)]
 #[path = "../ops/leases.rs"]
 mod leases;
 #[allow(clippy::duplicate_mod)]
@@ -53,6 +59,7 @@ use writer::Writer;
 
 type ConnectOpts = SqliteConnectOptions;
 type Conn = sqlx::SqliteConnection;
+type Db = sqlx::Sqlite;
 type DbRow = sqlx::sqlite::SqliteRow;
 type Pool = sqlx::SqlitePool;
 type Backend = SqliteStore;
@@ -210,6 +217,7 @@ impl SqliteStore {
         let opts = options(&path, cfg.durability);
         let mut conn = opts.connect().await?;
         schema::migrate(&mut conn).await?;
+        sqlx::Connection::close(conn).await?;
         let read = SqlitePoolOptions::new()
             // Every request reads (its token, at least); pinging each
             // connection before handing it out doubled the round trips. A
@@ -222,7 +230,7 @@ impl SqliteStore {
             .await?;
         let wakeups = Arc::new(Wakeups::default());
         Ok(SqliteStore {
-            writer: Writer::spawn(conn, opts, wakeups.clone(), cfg.max_batch.max(1)),
+            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?,
             read,
             blobs: BlobDir::new(cfg.data_dir.join("blobs")),
             wakeups,

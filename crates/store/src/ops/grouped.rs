@@ -1,0 +1,500 @@
+//! Set-based writes. Within one batch the writer runs every plain create of
+//! a tenant as one group, every claim as another and every completion as a
+//! third, each in a fixed number of statements however many writes it
+//! holds. These are the three writes every task goes through, so under load
+//! their cost per task shrinks as batches grow, instead of staying at one
+//! round trip to the database per statement.
+//!
+//! Claims gain the most: with workers waiting, each new task wakes one of
+//! them, so claims arrive about as often as tasks do. A group serves them
+//! in arrival order from one look at the queue, each up to its own `max`.
+//!
+//! A group answers each write exactly as the write would be answered alone:
+//! the rows come back through `RETURNING` in the same columns a load reads.
+//! A write the group cannot settle in bulk (a completion whose lease does
+//! not match, or a second completion of the same task in the batch) is
+//! left to run alone afterwards through the ordinary path, which gives it
+//! its precise error. A group that fails as a whole is rolled back to its
+//! savepoint by the writer and each of its writes runs alone.
+
+use std::collections::HashMap;
+
+use aruntime_api::NewTask;
+use aruntime_core::{Command, Task, TaskStatus, Timestamp, transition};
+use serde_json::{Value, json};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::bulk::{Kind, MAX_ROWS, Rows};
+use super::dialect;
+use super::leases;
+use super::rows::{self, TASK_COLS, json_text, to_json};
+use super::tasks::{self, CLEAR_LEASE, events, release_dependents};
+use super::writer::WriteCtx;
+use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
+
+/// A write the writer may run set-based with others of its tenant and kind.
+pub(crate) enum Grouped {
+    /// A create with no idempotency key, parent or dependencies.
+    Create(NewTask),
+    /// A claim.
+    Claim(ClaimParams),
+    /// A completion of task `id` under lease `token`.
+    Complete {
+        id: Uuid,
+        token: String,
+        result: Value,
+    },
+}
+
+/// What a grouped write returns.
+pub(crate) enum Answer {
+    /// The task as written (creates and completions).
+    Task(Box<Task>),
+    /// What a claim got.
+    Claim(ClaimOutcome),
+}
+
+impl Answer {
+    pub(crate) fn into_task(self) -> Result<Task> {
+        match self {
+            Answer::Task(t) => Ok(*t),
+            Answer::Claim(_) => Err(StoreError::Corrupt(
+                "a task write answered as a claim".into(),
+            )),
+        }
+    }
+
+    pub(crate) fn into_claim(self) -> Result<ClaimOutcome> {
+        match self {
+            Answer::Claim(c) => Ok(c),
+            Answer::Task(_) => Err(StoreError::Corrupt(
+                "a claim answered as a task write".into(),
+            )),
+        }
+    }
+}
+
+impl Grouped {
+    /// Writes of one kind share a group.
+    pub(crate) fn kind(&self) -> u8 {
+        match self {
+            Grouped::Create(_) => 0,
+            Grouped::Claim(_) => 1,
+            Grouped::Complete { .. } => 2,
+        }
+    }
+
+    /// Whether a create can join a group: the rest need lookups per task.
+    pub(crate) fn plain_create(spec: &NewTask) -> bool {
+        spec.parent_id.is_none() && spec.depends_on.is_empty()
+    }
+}
+
+/// A grouped write and the time it was made.
+pub(crate) struct Pending {
+    pub(crate) now: Timestamp,
+    pub(crate) op: Grouped,
+}
+
+/// Runs `items`, all of one tenant and one kind, as one group. Answers each
+/// item in order; `None` leaves it to [`run_one`].
+pub(crate) async fn run_many(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+) -> Result<Vec<Option<Result<Answer>>>> {
+    let tasks = |v: Vec<Option<Result<Task>>>| {
+        v.into_iter()
+            .map(|a| a.map(|r| r.map(|t| Answer::Task(Box::new(t)))))
+            .collect()
+    };
+    Ok(match items.first().map(|p| &p.op) {
+        Some(Grouped::Create(_)) => tasks(create_many(ctx, tenant, items).await?),
+        Some(Grouped::Complete { .. }) => tasks(complete_many(ctx, tenant, items).await?),
+        Some(Grouped::Claim(_)) => claim_many(ctx, tenant, items)
+            .await?
+            .into_iter()
+            .map(|c| Some(Ok(Answer::Claim(c))))
+            .collect(),
+        None => vec![],
+    })
+}
+
+/// Runs one grouped write alone, through the ordinary path (a claim is a
+/// group of one).
+pub(crate) async fn run_one(ctx: &mut WriteCtx, tenant: String, p: Pending) -> Result<Answer> {
+    match p.op {
+        Grouped::Create(spec) => Ok(Answer::Task(Box::new(
+            tasks::create(ctx, tenant, spec, None, p.now).await?.value,
+        ))),
+        Grouped::Complete { id, token, result } => Ok(Answer::Task(Box::new(
+            leases::finish(ctx, tenant, id, token, Finish::Complete { result }, p.now).await?,
+        ))),
+        Grouped::Claim(_) => {
+            let mut out = claim_many(ctx, &tenant, &[&p]).await?;
+            Ok(Answer::Claim(out.pop().unwrap_or_default()))
+        }
+    }
+}
+
+/// The earliest time among `items`: what a group checks due times against,
+/// so it never treats something as due earlier than one of its writes would.
+fn earliest(items: &[&Pending]) -> Timestamp {
+    Timestamp(items.iter().map(|p| p.now.0).min().unwrap_or(0))
+}
+
+/// The latest time among `items`: a group's events carry one time.
+fn latest(items: &[&Pending]) -> Timestamp {
+    Timestamp(items.iter().map(|p| p.now.0).max().unwrap_or(0))
+}
+
+/// Inserts every task in one statement and logs their creation in two.
+async fn create_many(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+) -> Result<Vec<Option<Result<Task>>>> {
+    const COLS: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_title", Kind::Text),
+        ("v_goal", Kind::Text),
+        ("v_acceptance", Kind::Text),
+        ("v_labels", Kind::Text),
+        ("v_priority", Kind::Int),
+        ("v_status", Kind::Text),
+        ("v_held", Kind::Bool),
+        ("v_max_attempts", Kind::Int),
+        ("v_lease_ttl_s", Kind::Int),
+        ("v_now", Kind::Int),
+    ];
+    let mut made = Vec::with_capacity(items.len());
+    let mut rows_in = Rows::new(COLS);
+    for p in items {
+        let Grouped::Create(spec) = &p.op else {
+            return Ok(items.iter().map(|_| None).collect());
+        };
+        let t = transition(None, Command::Create { waiting: spec.hold })?;
+        let id = Uuid::now_v7();
+        made.push((id, t));
+        rows_in.push([
+            id.to_string().into(),
+            spec.title.as_str().into(),
+            spec.goal.as_str().into(),
+            to_json(&spec.acceptance).into(),
+            to_json(&spec.labels).into(),
+            i64::from(spec.priority).into(),
+            t.to.as_str().into(),
+            spec.hold.into(),
+            i64::from(spec.max_attempts).into(),
+            i64::from(spec.lease_ttl_s).into(),
+            p.now.0.into(),
+        ]);
+    }
+    // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
+    let sql = format!(
+        "{} INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+         parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
+         created_at, updated_at) \
+         SELECT $1, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
+         NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
+         FROM v WHERE v_id IS NOT NULL RETURNING {TASK_COLS}",
+        rows_in.with_clause(2)
+    );
+    let returned = rows_in
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant))
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    let mut by_id = HashMap::with_capacity(returned.len());
+    for row in &returned {
+        let task = rows::task(row)?;
+        by_id.insert(task.id, task);
+    }
+    let mut logged = Vec::with_capacity(made.len());
+    let mut out = Vec::with_capacity(made.len());
+    for (id, t) in made {
+        let Some(task) = by_id.remove(&id) else {
+            // Every row was inserted or the statement failed: a missing one
+            // is left to run alone, for whatever answer that gives.
+            out.push(None);
+            continue;
+        };
+        let data =
+            json!({"title": task.title, "status": t.to, "parent_id": null, "depends_on": []});
+        logged.push((Some(id), t.event, data));
+        if t.to == TaskStatus::Ready {
+            ctx.wake.ready(tenant, !task.labels.is_empty());
+        }
+        out.push(Some(Ok(task)));
+    }
+    events(ctx, tenant, logged, latest(items)).await?;
+    Ok(out)
+}
+
+/// Checks every lease in one read, completes the tasks whose lease
+/// matches in one statement, closes their attempts in one, logs them in two
+/// and releases their dependents.
+async fn complete_many(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+) -> Result<Vec<Option<Result<Task>>>> {
+    let t = transition(Some(TaskStatus::Running), Command::Complete)?;
+    let ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|p| match &p.op {
+            Grouped::Complete { id, .. } => Some(*id),
+            Grouped::Create(_) | Grouped::Claim(_) => None,
+        })
+        .collect();
+    // The same check `check_lease` makes, for all of them at once, by
+    // primary key (a predicate on status or token lets PostgreSQL prefer an
+    // index of running tasks, which a churning queue fills with dead rows).
+    let sql = format!(
+        "SELECT id, status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = $1 AND id {}{}",
+        dialect::in_list("$2"),
+        dialect::FOR_UPDATE
+    );
+    let leases = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(to_json(&ids))
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    let mut held: HashMap<Uuid, (String, i64)> = HashMap::with_capacity(leases.len());
+    for row in &leases {
+        let token: Option<String> = row.try_get("lease_token")?;
+        let expires: Option<i64> = row.try_get("lease_expires_at")?;
+        if let (TaskStatus::Running, Some(token), Some(expires)) =
+            (rows::status(row)?, token, expires)
+        {
+            held.insert(rows::uuid(row, "id")?, (token, expires));
+        }
+    }
+    // Each task completes at most once here: the first matching write of
+    // it wins; any other runs alone afterwards, and is answered as then.
+    const DONE: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_result", Kind::Text),
+        ("v_now", Kind::Int),
+    ];
+    let mut winners: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
+    let mut done = Rows::new(DONE);
+    for (i, p) in items.iter().enumerate() {
+        let Grouped::Complete { id, token, result } = &p.op else {
+            continue;
+        };
+        let live = held
+            .get(id)
+            .is_some_and(|(held, expires)| held == token && *expires > p.now.0);
+        if live && !winners.contains_key(id) {
+            winners.insert(*id, i);
+            done.push([
+                id.to_string().into(),
+                json_text(result).into(),
+                p.now.0.into(),
+            ]);
+        }
+    }
+    if done.is_empty() {
+        return Ok(items.iter().map(|_| None).collect());
+    }
+    let sql = format!(
+        "{} UPDATE tasks SET status = $1, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
+         updated_at = v.v_now FROM v WHERE tasks.tenant_id = $2 AND tasks.id = v.v_id \
+         RETURNING {TASK_COLS}",
+        done.with_clause(3),
+    );
+    let returned = done
+        .bind(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(t.to.as_str())
+                .bind(tenant),
+        )
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    const CLOSED: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_n", Kind::Int),
+        ("v_now", Kind::Int),
+    ];
+    let mut out: Vec<Option<Result<Task>>> = items.iter().map(|_| None).collect();
+    let mut closing = Rows::new(CLOSED);
+    let mut logged = Vec::with_capacity(returned.len());
+    let mut released = Vec::with_capacity(returned.len());
+    for row in &returned {
+        let task = rows::task(row)?;
+        let Some(&i) = winners.get(&task.id) else {
+            continue;
+        };
+        // A running task's `attempts` is its lease's attempt number.
+        let n = i64::from(task.attempts);
+        closing.push([task.id.to_string().into(), n.into(), items[i].now.0.into()]);
+        logged.push((i, (Some(task.id), t.event, json!({"attempt": n}))));
+        released.push(task.id);
+        out[i] = Some(Ok(task));
+    }
+    let sql = format!(
+        "{} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
+         FROM v WHERE attempts.tenant_id = $1 AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
+        closing.with_clause(2),
+    );
+    closing
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant))
+        .execute(&mut ctx.conn)
+        .await?;
+    // Logged in the order the writes arrived.
+    logged.sort_by_key(|(i, _)| *i);
+    let now = latest(items);
+    events(
+        ctx,
+        tenant,
+        logged.into_iter().map(|(_, e)| e).collect(),
+        now,
+    )
+    .await?;
+    release_dependents(ctx, tenant, &released, now).await?;
+    Ok(out)
+}
+
+/// Records expired leases once, then serves the claims in arrival order:
+/// claims with the same capabilities share one look at the queue and one
+/// statement for each of lease and attempts, and the group one for events.
+async fn claim_many(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+) -> Result<Vec<ClaimOutcome>> {
+    let mut out: Vec<ClaimOutcome> = items.iter().map(|_| ClaimOutcome::default()).collect();
+    let asked = earliest(items);
+    let expired = leases::expire_due_in(ctx, tenant, asked).await?;
+    if let Some(first) = out.first_mut() {
+        first.expired = expired;
+    }
+    // Claims by capability set, each set in arrival order.
+    type Claims<'a> = Vec<(usize, &'a ClaimParams)>;
+    let mut by_caps: Vec<(Vec<String>, Claims)> = vec![];
+    for (i, p) in items.iter().enumerate() {
+        let Grouped::Claim(c) = &p.op else {
+            continue;
+        };
+        let mut caps = c.capabilities.clone();
+        caps.sort_unstable();
+        caps.dedup();
+        match by_caps.iter_mut().find(|(k, _)| *k == caps) {
+            Some((_, v)) => v.push((i, c)),
+            None => by_caps.push((caps, vec![(i, c)])),
+        }
+    }
+    let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
+    let mut logged = vec![];
+    for (caps, claims) in by_caps {
+        // One statement's worth; claims beyond it find the rest next time.
+        let want = claims
+            .iter()
+            .map(|(_, c)| c.max as usize)
+            .sum::<usize>()
+            .min(MAX_ROWS);
+        let offered: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(leases::claim_sql()))
+            .bind(tenant)
+            .bind(asked.0)
+            .bind(to_json(&caps))
+            .bind(want as i64)
+            .fetch_all(&mut ctx.conn)
+            .await?;
+        if offered.is_empty() {
+            continue;
+        }
+        const LEASING: &[(&str, Kind)] = &[
+            ("v_id", Kind::Text),
+            ("v_token", Kind::Text),
+            ("v_worker", Kind::Text),
+            ("v_ttl", Kind::Int),
+            ("v_now", Kind::Int),
+        ];
+        // Each task's token is its claim's secret followed by the task id:
+        // tokens differ per task and per attempt without a random draw each.
+        let mut leasing = Rows::new(LEASING);
+        // (task, claim, token), in the order the queue offered the tasks.
+        let mut assigned: Vec<(String, usize, String)> = vec![];
+        let mut offered = offered.into_iter();
+        for (i, c) in &claims {
+            let secret = leases::new_token();
+            for id in offered.by_ref().take(c.max as usize) {
+                let token = format!("{secret}{id}");
+                leasing.push([
+                    id.as_str().into(),
+                    token.as_str().into(),
+                    c.worker.as_str().into(),
+                    c.ttl_s.map(|s| i64::from(s) * 1000).into(),
+                    items[*i].now.0.into(),
+                ]);
+                assigned.push((id, *i, token));
+            }
+        }
+        let sql = format!(
+            "{} UPDATE tasks SET status = $1, attempts = attempts + 1, lease_token = v.v_token, \
+             lease_worker = v.v_worker, lease_attempt = attempts + 1, \
+             lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
+             lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
+             not_before = 0, updated_at = v.v_now \
+             FROM v WHERE tasks.tenant_id = $2 AND tasks.id = v.v_id RETURNING {TASK_COLS}",
+            leasing.with_clause(3),
+        );
+        let leased = leasing
+            .bind(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(t.to.as_str())
+                    .bind(tenant),
+            )
+            .fetch_all(&mut ctx.conn)
+            .await?;
+        let mut granted: HashMap<String, Task> = HashMap::with_capacity(leased.len());
+        for row in &leased {
+            let task = rows::task(row)?;
+            granted.insert(task.id.to_string(), task);
+        }
+        const STARTED: &[(&str, Kind)] = &[
+            ("v_id", Kind::Text),
+            ("v_n", Kind::Int),
+            ("v_worker", Kind::Text),
+            ("v_now", Kind::Int),
+        ];
+        let mut started = Rows::new(STARTED);
+        for (id, i, token) in assigned {
+            let Some(task) = granted.remove(&id) else {
+                continue;
+            };
+            let Some(lease) = task.lease.clone() else {
+                return Err(StoreError::Corrupt(format!(
+                    "leased task {} has no lease",
+                    task.id
+                )));
+            };
+            started.push([
+                id.into(),
+                i64::from(lease.attempt).into(),
+                lease.worker.as_str().into(),
+                items[i].now.0.into(),
+            ]);
+            let data = json!({"attempt": lease.attempt, "worker": lease.worker, "expires_at": lease.expires_at});
+            logged.push((Some(task.id), t.event, data));
+            out[i].granted.push(Claimed {
+                lease: token,
+                attempt: lease.attempt,
+                expires_at: lease.expires_at,
+                task,
+            });
+        }
+        let sql = format!(
+            "{} INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
+             SELECT $1, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
+            started.with_clause(2),
+        );
+        started
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant))
+            .execute(&mut ctx.conn)
+            .await?;
+    }
+    events(ctx, tenant, logged, latest(items)).await?;
+    Ok(out)
+}
