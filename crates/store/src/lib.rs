@@ -277,6 +277,9 @@ pub trait Store: Send + Sync + 'static {
     async fn decision_list(&self, tenant: &str, task: Uuid) -> Result<Vec<Decision>>;
     /// The resume packet, read in one snapshot.
     async fn context(&self, tenant: &str, task: Uuid) -> Result<ContextBundle>;
+    /// The resume packets of tasks just read or leased (as given, not read
+    /// again), in one snapshot and a few queries however many there are.
+    async fn contexts(&self, tenant: &str, tasks: Vec<Task>) -> Result<Vec<ContextBundle>>;
 
     /// Stores bytes under their sha256 (deduplicated per tenant).
     async fn blob_put(&self, tenant: &str, bytes: &[u8], now: Timestamp) -> Result<BlobRef>;

@@ -129,6 +129,7 @@ conformance!(
     concurrent_completions_are_answered_as_if_alone,
     concurrent_claims_respect_each_max_worker_and_label,
     completions_in_one_batch_release_a_shared_dependent,
+    contexts_read_together_match_contexts_read_alone,
 );
 
 async fn concurrent_claims_never_overlap(h: &Harness) {
@@ -666,4 +667,95 @@ async fn completions_in_one_batch_release_a_shared_dependent(h: &Harness) {
     }
     let tc = h.store.task_get("default", c).await.unwrap();
     assert_eq!((tc.status, tc.pending_dependencies), (TaskStatus::Ready, 0));
+}
+
+/// The packets a claim answers with are read for all its tasks at once;
+/// each must be the packet `context` gives for that task alone.
+async fn contexts_read_together_match_contexts_read_alone(h: &Harness) {
+    let store = &h.store;
+    let now = h.clock.now();
+    let decide = |title: &str| aruntime_api::NewDecision {
+        title: title.into(),
+        rationale: String::new(),
+    };
+    let top = h.task("default", NewTask::titled("top")).await;
+    let mut spec = NewTask::titled("mid");
+    spec.parent_id = Some(top);
+    let mid = h.task("default", spec).await;
+    store
+        .decision_add("default", top, decide("top rule"), now)
+        .await
+        .unwrap();
+    store
+        .decision_add("default", mid, decide("mid rule"), now)
+        .await
+        .unwrap();
+    // The goals are held, so only the leaves below are offered.
+    for g in [top, mid] {
+        store
+            .task_steer("default", g, aruntime_store::Steer::Hold, now)
+            .await
+            .unwrap();
+    }
+    let mut spec = NewTask::titled("under mid");
+    spec.parent_id = Some(mid);
+    let leaf = h.task("default", spec).await;
+    store
+        .decision_add("default", leaf, decide("leaf rule"), now)
+        .await
+        .unwrap();
+    let mut spec = NewTask::titled("under top");
+    spec.parent_id = Some(top);
+    let side = h.task("default", spec).await;
+    let lone = h.task("default", NewTask::titled("alone")).await;
+    // `lone` fails once, so it has an earlier attempt to show.
+    let first = store
+        .lease_claim("default", Harness::params("w", 3), now)
+        .await
+        .unwrap()
+        .granted;
+    for c in &first {
+        let how = if c.task.id == lone {
+            Finish::Fail {
+                error: "flaky".into(),
+                retryable: true,
+                notes: Some("try again".into()),
+                do_not_retry: vec![],
+            }
+        } else {
+            Finish::Release {
+                notes: None,
+                do_not_retry: vec![],
+            }
+        };
+        store
+            .task_finish("default", c.task.id, &c.lease, how, now)
+            .await
+            .unwrap();
+    }
+    h.clock.advance_ms(3_600_000);
+    let granted = store
+        .lease_claim("default", Harness::params("w", 10), h.clock.now())
+        .await
+        .unwrap()
+        .granted;
+    let ids: HashSet<_> = granted.iter().map(|c| c.task.id).collect();
+    assert_eq!(ids, HashSet::from([leaf, side, lone]));
+    let tasks = granted.iter().map(|c| c.task.clone()).collect();
+    let together = store.contexts("default", tasks).await.unwrap();
+    for (c, ctx) in granted.iter().zip(&together) {
+        let alone = store.context("default", c.task.id).await.unwrap();
+        assert_eq!(ctx, &alone, "{}", c.task.title);
+    }
+    let of = |id| together.iter().find(|c| c.task.id == id).unwrap();
+    let titles = |id| -> Vec<String> { of(id).decisions.iter().map(|d| d.title.clone()).collect() };
+    assert_eq!(titles(leaf), ["top rule", "mid rule", "leaf rule"]);
+    assert_eq!(titles(side), ["top rule"]);
+    assert!(titles(lone).is_empty());
+    assert_eq!(of(leaf).goal_chain.len(), 2);
+    assert_eq!(
+        of(lone).attempts.len(),
+        1,
+        "the failed attempt, not the running one"
+    );
 }

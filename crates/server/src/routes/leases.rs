@@ -46,9 +46,10 @@ pub(super) async fn claim(
     .await?;
     s.metrics.leases_expired(&tenant, u64::from(out.expired));
     s.metrics.leases_granted(&tenant, out.granted.len() as u64);
+    let tasks = out.granted.iter().map(|c| c.task.clone()).collect();
+    let contexts = s.store.contexts(&tenant, tasks).await?;
     let mut leases = Vec::with_capacity(out.granted.len());
-    for c in out.granted {
-        let context = s.store.context(&tenant, c.task.id).await?;
+    for (c, context) in out.granted.into_iter().zip(contexts) {
         leases.push(GrantedLease {
             task: c.task,
             attempt: c.attempt,

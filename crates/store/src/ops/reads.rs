@@ -9,6 +9,8 @@ use aruntime_core::context::{ContextBundle, DependencyResult, GoalRef, TaskBrief
 use aruntime_core::{
     Attempt, AttemptOutcome, Checkpoint, Decision, Principal, Role, Task, TaskStatus, Timestamp,
 };
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -186,24 +188,6 @@ pub(crate) async fn attempt_list(pool: &Pool, tenant: &str, id: Uuid) -> Result<
 }
 
 /// The task's ancestors, outermost first.
-async fn goal_chain(conn: &mut Conn, tenant: &str, t: &Task) -> Result<Vec<GoalRef>> {
-    let mut chain = vec![];
-    let mut next = t.parent_id;
-    // Parents are fixed at creation and must exist then, so the chain has no
-    // cycle; the bound only guards against a damaged database.
-    while let Some(p) = next.filter(|_| chain.len() < 256) {
-        let g = task(conn, tenant, p).await?;
-        next = g.parent_id;
-        chain.push(GoalRef {
-            id: g.id,
-            title: g.title,
-            goal: g.goal,
-        });
-    }
-    chain.reverse();
-    Ok(chain)
-}
-
 async fn decisions_for(conn: &mut Conn, tenant: &str, ids: &[Uuid]) -> Result<Vec<Decision>> {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -221,63 +205,195 @@ async fn decisions_for(conn: &mut Conn, tenant: &str, ids: &[Uuid]) -> Result<Ve
 pub(crate) async fn decision_list(pool: &Pool, tenant: &str, id: Uuid) -> Result<Vec<Decision>> {
     let mut tx = pool.begin().await?;
     let t = task(&mut tx, tenant, id).await?;
-    let mut ids: Vec<Uuid> = goal_chain(&mut tx, tenant, &t)
-        .await?
-        .iter()
-        .map(|g| g.id)
-        .collect();
+    let goals = goals_of(&mut tx, tenant, std::slice::from_ref(&t)).await?;
+    let mut ids: Vec<Uuid> = chain_of(&t, &goals).iter().map(|g| g.id).collect();
     ids.push(id);
     decisions_for(&mut tx, tenant, &ids).await
+}
+
+/// Every goal above `tasks`, one level of ancestry per query. Parents are
+/// fixed at creation and must exist then, so chains have no cycle; the
+/// bound only guards against a damaged database.
+async fn goals_of(conn: &mut Conn, tenant: &str, tasks: &[Task]) -> Result<HashMap<Uuid, Task>> {
+    let mut goals: HashMap<Uuid, Task> = HashMap::new();
+    let mut wanted: Vec<Uuid> = tasks.iter().filter_map(|t| t.parent_id).collect();
+    for _ in 0..256 {
+        wanted.retain(|p| !goals.contains_key(p));
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            break;
+        }
+        let found = tasks_by_id(conn, tenant, &wanted).await?;
+        if let Some(missing) = wanted.iter().find(|p| !found.contains_key(p)) {
+            return Err(StoreError::not_found("task", missing));
+        }
+        wanted = found.values().filter_map(|g| g.parent_id).collect();
+        goals.extend(found);
+    }
+    Ok(goals)
+}
+
+/// `t`'s goals from the top down, out of [`goals_of`]'s answer.
+fn chain_of(t: &Task, goals: &HashMap<Uuid, Task>) -> Vec<GoalRef> {
+    let mut chain = vec![];
+    let mut next = t.parent_id;
+    while let Some(g) = next
+        .and_then(|p| goals.get(&p))
+        .filter(|_| chain.len() < 256)
+    {
+        next = g.parent_id;
+        chain.push(GoalRef {
+            id: g.id,
+            title: g.title.clone(),
+            goal: g.goal.clone(),
+        });
+    }
+    chain.reverse();
+    chain
+}
+
+/// Tasks by id, in one query.
+async fn tasks_by_id(conn: &mut Conn, tenant: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, Task>> {
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND id {}",
+        dialect::in_list("$2")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(to_json(&ids))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let t = rows::task(row)?;
+        out.insert(t.id, t);
+    }
+    Ok(out)
 }
 
 pub(crate) async fn context(pool: &Pool, tenant: &str, id: Uuid) -> Result<ContextBundle> {
     let mut tx = pool.begin().await?;
     let t = task(&mut tx, tenant, id).await?;
-    let goal_chain = goal_chain(&mut tx, tenant, &t).await?;
-    let mut ids: Vec<Uuid> = goal_chain.iter().map(|g| g.id).collect();
-    ids.push(id);
-    let decisions = decisions_for(&mut tx, tenant, &ids).await?;
-    let mut dependencies = vec![];
-    for d in &t.depends_on {
-        let dt = task(&mut tx, tenant, *d).await?;
-        dependencies.push(DependencyResult {
-            id: dt.id,
-            title: dt.title,
-            status: dt.status,
-            result: dt.result,
+    let mut out = contexts_in(&mut tx, tenant, vec![t]).await?;
+    tx.commit().await?;
+    out.pop()
+        .ok_or_else(|| StoreError::Corrupt("no context assembled".into()))
+}
+
+pub(crate) async fn contexts(
+    pool: &Pool,
+    tenant: &str,
+    tasks: Vec<Task>,
+) -> Result<Vec<ContextBundle>> {
+    if tasks.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut tx = pool.begin().await?;
+    let out = contexts_in(&mut tx, tenant, tasks).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The resume packets of `tasks`, in a number of queries that does not grow
+/// with how many there are (a claim of 32 answered with 32 packets read one
+/// by one spent more time reading than the claim spent writing): one per
+/// level of goal ancestry, one for decisions, one for dependencies, one for
+/// earlier attempts, and one per task that has a checkpoint.
+async fn contexts_in(
+    conn: &mut Conn,
+    tenant: &str,
+    tasks: Vec<Task>,
+) -> Result<Vec<ContextBundle>> {
+    let goals = goals_of(conn, tenant, &tasks).await?;
+    let chains: Vec<Vec<GoalRef>> = tasks.iter().map(|t| chain_of(t, &goals)).collect();
+    let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    ids.extend(goals.keys());
+    let decisions = decisions_for(conn, tenant, &ids).await?;
+    let mut deps: Vec<Uuid> = tasks.iter().flat_map(|t| t.depends_on.clone()).collect();
+    deps.sort_unstable();
+    deps.dedup();
+    let deps = if deps.is_empty() {
+        HashMap::new()
+    } else {
+        tasks_by_id(conn, tenant, &deps).await?
+    };
+    // A task's attempts are numbered 1..=attempts; skip the query when the
+    // only one there can be is the running one, which the packet leaves out.
+    let earlier: Vec<Uuid> = tasks
+        .iter()
+        .filter(|t| t.attempts > 1 || (t.attempts == 1 && t.status != TaskStatus::Running))
+        .map(|t| t.id)
+        .collect();
+    let mut attempts: HashMap<Uuid, Vec<Attempt>> = HashMap::new();
+    if !earlier.is_empty() {
+        let sql = format!(
+            "SELECT * FROM attempts WHERE tenant_id = $1 AND task_id {} ORDER BY task_id, n",
+            dialect::in_list("$2")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(to_json(&earlier))
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &rows {
+            let a = rows::attempt(row)?;
+            if a.outcome != AttemptOutcome::Running {
+                attempts
+                    .entry(rows::uuid(row, "task_id")?)
+                    .or_default()
+                    .push(a);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for (t, goal_chain) in tasks.into_iter().zip(chains) {
+        let mut mine: HashSet<Uuid> = goal_chain.iter().map(|g| g.id).collect();
+        mine.insert(t.id);
+        let decisions = decisions
+            .iter()
+            .filter(|d| mine.contains(&d.task_id))
+            .cloned()
+            .collect();
+        let mut dependencies = Vec::with_capacity(t.depends_on.len());
+        for d in &t.depends_on {
+            let dt = deps
+                .get(d)
+                .ok_or_else(|| StoreError::not_found("task", d))?;
+            dependencies.push(DependencyResult {
+                id: dt.id,
+                title: dt.title.clone(),
+                status: dt.status,
+                result: dt.result.clone(),
+            });
+        }
+        let latest_checkpoint = if t.checkpoint_seq > 0 {
+            checkpoints(conn, tenant, t.id, Some(t.checkpoint_seq))
+                .await?
+                .pop()
+        } else {
+            None
+        };
+        out.push(ContextBundle {
+            attempts: attempts.remove(&t.id).unwrap_or_default(),
+            task: TaskBrief {
+                id: t.id,
+                title: t.title,
+                goal: t.goal,
+                status: t.status,
+                labels: t.labels,
+                priority: t.priority,
+            },
+            goal_chain,
+            acceptance: t.acceptance,
+            dependencies,
+            decisions,
+            latest_checkpoint,
+            do_not_retry: t.do_not_retry,
+            omitted: vec![],
         });
     }
-    let latest_checkpoint = if t.checkpoint_seq > 0 {
-        checkpoints(&mut tx, tenant, id, Some(t.checkpoint_seq))
-            .await?
-            .pop()
-    } else {
-        None
-    };
-    let attempts = attempts(&mut tx, tenant, id)
-        .await?
-        .into_iter()
-        .filter(|a| a.outcome != AttemptOutcome::Running)
-        .collect();
-    tx.commit().await?;
-    Ok(ContextBundle {
-        task: TaskBrief {
-            id: t.id,
-            title: t.title,
-            goal: t.goal,
-            status: t.status,
-            labels: t.labels,
-            priority: t.priority,
-        },
-        goal_chain,
-        acceptance: t.acceptance,
-        dependencies,
-        decisions,
-        latest_checkpoint,
-        attempts,
-        do_not_retry: t.do_not_retry,
-        omitted: vec![],
-    })
+    Ok(out)
 }
 
 pub(crate) async fn event_list(pool: &Pool, tenant: &str, q: &EventQuery) -> Result<EventPage> {
@@ -306,7 +422,8 @@ pub(crate) async fn next_due(
         "SELECT MIN(t) FROM ( \
            SELECT MIN(lease_expires_at) AS t FROM tasks WHERE tenant_id = $1 AND status = 'running' \
            UNION ALL \
-           SELECT MIN(not_before) AS t FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before > $2) AS due",
+           SELECT MIN(not_before) AS t FROM tasks \
+           WHERE tenant_id = $1 AND status = 'ready' AND not_before > 0 AND not_before > $2) AS due",
     )
     .bind(tenant)
     .bind(now.0)

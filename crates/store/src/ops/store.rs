@@ -268,6 +268,10 @@ impl Store for Backend {
         reads::context(&self.read, tenant, task).await
     }
 
+    async fn contexts(&self, tenant: &str, tasks: Vec<Task>) -> Result<Vec<ContextBundle>> {
+        reads::contexts(&self.read, tenant, tasks).await
+    }
+
     async fn blob_put(&self, tenant: &str, bytes: &[u8], now: Timestamp) -> Result<BlobRef> {
         blobs::put(self, tenant, bytes, now).await
     }

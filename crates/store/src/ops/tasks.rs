@@ -213,38 +213,40 @@ pub(crate) async fn create(
         },
     )?;
     let id = Uuid::now_v7();
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
          parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )
-    .bind(&tenant)
-    .bind(id.to_string())
-    .bind(&spec.title)
-    .bind(&spec.goal)
-    .bind(to_json(&spec.acceptance))
-    .bind(to_json(&spec.labels))
-    .bind(spec.priority)
-    .bind(t.to.as_str())
-    .bind(spec.hold)
-    .bind(spec.parent_id.map(|p| p.to_string()))
-    .bind(to_json(&deps))
-    .bind(i64::from(pending))
-    .bind(i64::from(spec.max_attempts))
-    .bind(i64::from(spec.lease_ttl_s))
-    .bind(idem.as_ref().map(|i| i.key.clone()))
-    .bind(idem.as_ref().map(|i| i.request_hash.clone()))
-    .bind(now.0)
-    .bind(now.0)
-    .execute(&mut ctx.conn)
-    .await?;
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         RETURNING {TASK_COLS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&tenant)
+        .bind(id.to_string())
+        .bind(&spec.title)
+        .bind(&spec.goal)
+        .bind(to_json(&spec.acceptance))
+        .bind(to_json(&spec.labels))
+        .bind(spec.priority)
+        .bind(t.to.as_str())
+        .bind(spec.hold)
+        .bind(spec.parent_id.map(|p| p.to_string()))
+        .bind(to_json(&deps))
+        .bind(i64::from(pending))
+        .bind(i64::from(spec.max_attempts))
+        .bind(i64::from(spec.lease_ttl_s))
+        .bind(idem.as_ref().map(|i| i.key.clone()))
+        .bind(idem.as_ref().map(|i| i.request_hash.clone()))
+        .bind(now.0)
+        .bind(now.0)
+        .fetch_one(&mut ctx.conn)
+        .await?;
+    let value = rows::task(&row)?;
     insert_deps(ctx, &tenant, id, &deps).await?;
     let data = json!({"title": spec.title, "status": t.to, "parent_id": spec.parent_id, "depends_on": deps});
     event(ctx, &tenant, Some(id), t.event, data, now).await?;
     if t.to == TaskStatus::Ready {
         ctx.wake.ready(&tenant, !spec.labels.is_empty());
     }
-    let value = load(ctx, &tenant, id).await?;
     Ok(Created {
         value,
         created: true,

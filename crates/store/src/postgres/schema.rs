@@ -22,6 +22,11 @@ const MIGRATIONS: &Migrations = &[
         "event_seq_from_log",
         include_str!("../../migrations/postgres/0003_event_seq_from_log.sql"),
     ),
+    (
+        4,
+        "slimmer_task_indexes",
+        include_str!("../../migrations/postgres/0004_slimmer_task_indexes.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming aruntime's migration lock.

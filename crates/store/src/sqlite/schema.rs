@@ -20,6 +20,11 @@ const MIGRATIONS: &Migrations = &[
         "event_seq_from_log",
         include_str!("../../migrations/sqlite/0003_event_seq_from_log.sql"),
     ),
+    (
+        4,
+        "slimmer_task_indexes",
+        include_str!("../../migrations/sqlite/0004_slimmer_task_indexes.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(conn: &mut Conn) -> Result<()> {
