@@ -2,15 +2,55 @@
 //! are stored as sha256 hashes; the tenant always comes from the token,
 //! never from the request body.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use aruntime_api::ErrorCode;
 use aruntime_core::{DEFAULT_TENANT, Permission, Principal, Role};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+
+/// How long a resolved token is trusted without asking the database again.
+pub const TOKEN_TTL: Duration = Duration::from_secs(5);
+
+/// Tokens resolved in the last [`TOKEN_TTL`], by hash. Every request names
+/// its token, and reading it from the database was one more round trip on
+/// every write's path. The API cannot revoke a token; one deleted in the
+/// database stops working within the TTL. Unknown tokens are never
+/// remembered, so guessing fills nothing.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    known: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl TokenCache {
+    /// Most tokens remembered; past it the cache starts over.
+    const MAX: usize = 10_000;
+
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let known = self.known.lock().ok()?;
+        known
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, hash: String, p: Principal) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= Self::MAX {
+                known.clear();
+            }
+            known.insert(hash, (p, Instant::now()));
+        }
+    }
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -86,11 +126,16 @@ impl FromRequestParts<AppState> for Auth {
                     "send Authorization: Bearer <token>",
                 )
             })?;
+        let hash = hash_token(token);
+        if let Some(p) = state.tokens.get(&hash) {
+            return Ok(Auth(p));
+        }
         let principal = state
             .store
-            .token_lookup(&hash_token(token))
+            .token_lookup(&hash)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown token"))?;
+        state.tokens.put(hash, principal.clone());
         Ok(Auth(principal))
     }
 }

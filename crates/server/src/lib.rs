@@ -27,6 +27,7 @@ use aruntime_core::Clock;
 use aruntime_store::postgres::{PgConfig, PgStore};
 use aruntime_store::sqlite::{Durability, SqliteConfig, SqliteStore};
 use aruntime_store::{Store, StoreError};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use routes::router;
@@ -163,7 +164,14 @@ impl Server {
             shutdown.await;
             let _ = stop.send(true);
         };
-        axum::serve(self.listener, app)
+        // Responses are small and latency is the point of a long-poll:
+        // never hold one back waiting for an acknowledgement (Nagle).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;
         let _ = sweeper.await;

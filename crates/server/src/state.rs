@@ -6,6 +6,7 @@ use aruntime_core::Clock;
 use aruntime_store::Store;
 use tokio::sync::watch;
 
+use crate::auth::TokenCache;
 use crate::metrics::Metrics;
 
 /// Shared state: the store, the clock, metrics, and the shutdown signal.
@@ -21,6 +22,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Extra `Host` names `/mcp` accepts besides loopback ones.
     pub mcp_allowed_hosts: Arc<Vec<String>>,
+    /// Tokens resolved recently.
+    pub tokens: Arc<TokenCache>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             shutdown: rx,
             mcp_allowed_hosts: Arc::new(vec![]),
+            tokens: Arc::new(TokenCache::default()),
         };
         (state, tx)
     }

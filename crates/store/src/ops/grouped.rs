@@ -356,6 +356,55 @@ async fn complete_many(
     Ok(out)
 }
 
+/// The tasks a claim would be offered, best first, and (with
+/// `ask_expired`) whether some lease of the tenant has expired.
+async fn look(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    now: Timestamp,
+    caps: &[String],
+    want: usize,
+    ask_expired: bool,
+) -> Result<(Vec<String>, bool)> {
+    let sql = if ask_expired {
+        format!(
+            "SELECT id, priority, created_at, 0 AS expiry FROM ({}) AS r UNION ALL \
+             SELECT NULL, 0, 0, 1 WHERE EXISTS (SELECT 1 FROM tasks \
+             WHERE tenant_id = $1 AND status = 'running' AND lease_expires_at <= $2)",
+            leases::claim_sql()
+        )
+    } else {
+        format!(
+            "SELECT id, priority, created_at, 0 AS expiry FROM ({}) AS r",
+            leases::claim_sql()
+        )
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(now.0)
+        .bind(to_json(&caps))
+        .bind(want as i64)
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    let mut due = false;
+    let mut offered = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let expiry: i32 = row.try_get("expiry")?;
+        let id: Option<String> = row.try_get("id")?;
+        match id {
+            Some(id) if expiry == 0 => {
+                let priority: i32 = row.try_get("priority")?;
+                let created: i64 = row.try_get("created_at")?;
+                offered.push((std::cmp::Reverse(priority), created, id));
+            }
+            _ => due = true,
+        }
+    }
+    // The claim statement's order, which a union does not promise to keep.
+    offered.sort_unstable();
+    Ok((offered.into_iter().map(|(_, _, id)| id).collect(), due))
+}
+
 /// Records expired leases once, then serves the claims in arrival order:
 /// claims with the same capabilities share one look at the queue and one
 /// statement for each of lease and attempts, and the group one for events.
@@ -366,10 +415,6 @@ async fn claim_many(
 ) -> Result<Vec<ClaimOutcome>> {
     let mut out: Vec<ClaimOutcome> = items.iter().map(|_| ClaimOutcome::default()).collect();
     let asked = earliest(items);
-    let expired = leases::expire_due_in(ctx, tenant, asked).await?;
-    if let Some(first) = out.first_mut() {
-        first.expired = expired;
-    }
     // Claims by capability set, each set in arrival order.
     type Claims<'a> = Vec<(usize, &'a ClaimParams)>;
     let mut by_caps: Vec<(Vec<String>, Claims)> = vec![];
@@ -387,20 +432,25 @@ async fn claim_many(
     }
     let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
     let mut logged = vec![];
-    for (caps, claims) in by_caps {
+    for (k, (caps, claims)) in by_caps.into_iter().enumerate() {
         // One statement's worth; claims beyond it find the rest next time.
         let want = claims
             .iter()
             .map(|(_, c)| c.max as usize)
             .sum::<usize>()
             .min(MAX_ROWS);
-        let offered: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(leases::claim_sql()))
-            .bind(tenant)
-            .bind(asked.0)
-            .bind(to_json(&caps))
-            .bind(want as i64)
-            .fetch_all(&mut ctx.conn)
-            .await?;
+        // Expired leases are recorded before anything is offered. Whether
+        // there are any is asked in the group's first look at the queue
+        // (one statement less on every claim); only if there are does the
+        // group record them and look again.
+        let (mut offered, expiry_due) = look(ctx, tenant, asked, &caps, want, k == 0).await?;
+        if expiry_due {
+            let expired = leases::expire_due_in(ctx, tenant, asked).await?;
+            if let Some(first) = out.first_mut() {
+                first.expired = expired;
+            }
+            offered = look(ctx, tenant, asked, &caps, want, false).await?.0;
+        }
         if offered.is_empty() {
             continue;
         }

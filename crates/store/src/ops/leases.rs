@@ -159,14 +159,15 @@ pub(crate) async fn expire_tenant(
     expire_due_in(ctx, &tenant, now).await
 }
 
-/// The claim statement: the ids of the tasks to lease, in order. `$1`
-/// tenant, `$2` now, `$3` capabilities (JSON), `$4` how many. A task is
+/// The claim statement: the tasks to lease, in order, as `id`, `priority`,
+/// `created_at`. `$1` tenant, `$2` now, `$3` capabilities (JSON), `$4` how
+/// many. A task is
 /// offered only if every one of its labels is a capability. Walks
 /// `tasks_claim` in order and stops at the limit, so its cost does not grow
 /// with the number of finished tasks.
 pub(crate) fn claim_sql() -> String {
     format!(
-        "SELECT id FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
+        "SELECT id, priority, created_at FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
          AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
          ORDER BY priority DESC, created_at, id LIMIT $4{skip_locked}",
         labels = dialect::json_values("tasks.labels", "l"),

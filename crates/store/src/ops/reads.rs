@@ -289,10 +289,29 @@ pub(crate) async fn contexts(
     if tasks.is_empty() {
         return Ok(vec![]);
     }
+    // Fresh tasks with no goal, dependency, checkpoint or earlier attempt
+    // (a queue's usual claim) need only their decisions: one query, its
+    // own snapshot, so no transaction around it.
+    let one_query = tasks.iter().all(|t| {
+        t.parent_id.is_none()
+            && t.depends_on.is_empty()
+            && t.checkpoint_seq == 0
+            && !has_earlier_attempts(t)
+    });
+    if one_query {
+        let mut conn = pool.acquire().await?;
+        return contexts_in(&mut conn, tenant, tasks).await;
+    }
     let mut tx = pool.begin().await?;
     let out = contexts_in(&mut tx, tenant, tasks).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// A task's attempts are numbered 1..=attempts; whether any is over (the
+/// running one is left out of a packet).
+fn has_earlier_attempts(t: &Task) -> bool {
+    t.attempts > 1 || (t.attempts == 1 && t.status != TaskStatus::Running)
 }
 
 /// The resume packets of `tasks`, in a number of queries that does not grow
@@ -318,11 +337,9 @@ async fn contexts_in(
     } else {
         tasks_by_id(conn, tenant, &deps).await?
     };
-    // A task's attempts are numbered 1..=attempts; skip the query when the
-    // only one there can be is the running one, which the packet leaves out.
     let earlier: Vec<Uuid> = tasks
         .iter()
-        .filter(|t| t.attempts > 1 || (t.attempts == 1 && t.status != TaskStatus::Running))
+        .filter(|t| has_earlier_attempts(t))
         .map(|t| t.id)
         .collect();
     let mut attempts: HashMap<Uuid, Vec<Attempt>> = HashMap::new();
