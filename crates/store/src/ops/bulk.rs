@@ -10,11 +10,17 @@
 //! Row counts are padded up to a power of two with rows of NULLs (which
 //! match no key and are filtered out of inserts), so a statement takes one
 //! of a few shapes and stays in the connection's prepared-statement cache.
+//!
+//! The rows' parameters come first, and on SQLite every parameter of such a
+//! statement is an anonymous `?` (see [`Placeholders`]): SQLite looks a
+//! named parameter (`$7`) up by walking the list of names, so binding n of
+//! them costs n² (measured: 27 ms to bind 4,096 named parameters, 3 ms for
+//! as many anonymous ones).
 
 use sqlx::Database;
 use sqlx::query::Query;
 
-use super::Db;
+use super::{Db, dialect};
 
 /// Most rows one statement carries: 1,024 rows of up to 11 columns stay
 /// well under SQLite's 32,766 bound parameters.
@@ -119,27 +125,29 @@ impl Rows {
         self.len().max(1).next_power_of_two()
     }
 
-    /// `WITH v(cols) AS MATERIALIZED (VALUES …)`, its parameters numbered
-    /// from `$first`.
-    pub(crate) fn with_clause(&self, first: usize) -> String {
+    /// `WITH v(cols) AS MATERIALIZED (VALUES …)`, which opens the
+    /// statement: its parameters are the first ones. The statement's other
+    /// parameters come from the returned [`Placeholders`], in the order they
+    /// appear in its text, and are bound in that order after [`bind`](Self::bind).
+    pub(crate) fn with_clause(&self) -> (String, Placeholders) {
         let width = self.cols.len();
         let names: Vec<&str> = self.cols.iter().map(|(n, _)| *n).collect();
+        let mut p = Placeholders { next: 1 };
         let rows: Vec<String> = (0..self.padded())
-            .map(|r| {
-                let cells: Vec<String> = (0..width)
-                    .map(|c| format!("${}", first + r * width + c))
-                    .collect();
+            .map(|_| {
+                let cells: Vec<String> = (0..width).map(|_| p.next()).collect();
                 format!("({})", cells.join(", "))
             })
             .collect();
-        format!(
+        let sql = format!(
             "WITH v({}) AS MATERIALIZED (VALUES {})",
             names.join(", "),
             rows.join(", ")
-        )
+        );
+        (sql, p)
     }
 
-    /// Binds every cell, then the padding, in parameter order.
+    /// Starts the statement's arguments with every cell, then the padding.
     pub(crate) fn bind<'q>(
         self,
         mut q: Query<'q, Db, <Db as Database>::Arguments>,
@@ -165,6 +173,23 @@ impl Rows {
     }
 }
 
+/// A statement's parameters in the order of its text: `$n` on PostgreSQL,
+/// `?` on SQLite (which numbers anonymous parameters in order of
+/// appearance).
+pub(crate) struct Placeholders {
+    next: usize,
+}
+
+impl Placeholders {
+    /// The next parameter.
+    #[allow(clippy::should_implement_trait)]
+    pub(crate) fn next(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        dialect::param(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,16 +197,22 @@ mod tests {
     const COLS: &[(&str, Kind)] = &[("v_id", Kind::Text), ("v_n", Kind::Int)];
 
     #[test]
-    fn pads_to_a_power_of_two_and_numbers_from_first() {
+    fn pads_to_a_power_of_two_and_numbers_the_rest_after() {
         let mut rows = Rows::new(COLS);
         for n in 0..3 {
             rows.push([Cell::from(format!("t{n}")), Cell::from(n)]);
         }
         assert_eq!(rows.len(), 3);
+        let (sql, mut rest) = rows.with_clause();
+        let p: Vec<String> = (1..=9).map(dialect::param).collect();
         assert_eq!(
-            rows.with_clause(2),
-            "WITH v(v_id, v_n) AS MATERIALIZED (VALUES ($2, $3), ($4, $5), ($6, $7), ($8, $9))"
+            sql,
+            format!(
+                "WITH v(v_id, v_n) AS MATERIALIZED (VALUES ({}, {}), ({}, {}), ({}, {}), ({}, {}))",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+            )
         );
+        assert_eq!(rest.next(), p[8]);
     }
 
     #[test]

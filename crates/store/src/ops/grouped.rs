@@ -192,17 +192,19 @@ async fn create_many(
         ]);
     }
     // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
+    let (with, mut p) = rows_in.with_clause();
     let sql = format!(
-        "{} INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+        "{with} INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
          parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
          created_at, updated_at) \
-         SELECT $1, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
+         SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
          NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
          FROM v WHERE v_id IS NOT NULL RETURNING {TASK_COLS}",
-        rows_in.with_clause(2)
+        tenant = p.next(),
     );
     let returned = rows_in
-        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant))
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .bind(tenant)
         .fetch_all(&mut ctx.conn)
         .await?;
     let mut by_id = HashMap::with_capacity(returned.len());
@@ -298,18 +300,18 @@ async fn complete_many(
     if done.is_empty() {
         return Ok(items.iter().map(|_| None).collect());
     }
+    let (with, mut p) = done.with_clause();
     let sql = format!(
-        "{} UPDATE tasks SET status = $1, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
-         updated_at = v.v_now FROM v WHERE tasks.tenant_id = $2 AND tasks.id = v.v_id \
+        "{with} UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
+         updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant} AND tasks.id = v.v_id \
          RETURNING {TASK_COLS}",
-        done.with_clause(3),
+        status = p.next(),
+        tenant = p.next(),
     );
     let returned = done
-        .bind(
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(t.to.as_str())
-                .bind(tenant),
-        )
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .bind(t.to.as_str())
+        .bind(tenant)
         .fetch_all(&mut ctx.conn)
         .await?;
     const CLOSED: &[(&str, Kind)] = &[
@@ -333,13 +335,15 @@ async fn complete_many(
         released.push(task.id);
         out[i] = Some(Ok(task));
     }
+    let (with, mut p) = closing.with_clause();
     let sql = format!(
-        "{} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
-         FROM v WHERE attempts.tenant_id = $1 AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
-        closing.with_clause(2),
+        "{with} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
+         FROM v WHERE attempts.tenant_id = {tenant} AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
+        tenant = p.next(),
     );
     closing
-        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant))
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .bind(tenant)
         .execute(&mut ctx.conn)
         .await?;
     // Logged in the order the writes arrived.
@@ -481,21 +485,21 @@ async fn claim_many(
                 assigned.push((id, *i, token));
             }
         }
+        let (with, mut p) = leasing.with_clause();
         let sql = format!(
-            "{} UPDATE tasks SET status = $1, attempts = attempts + 1, lease_token = v.v_token, \
+            "{with} UPDATE tasks SET status = {status}, attempts = attempts + 1, lease_token = v.v_token, \
              lease_worker = v.v_worker, lease_attempt = attempts + 1, \
              lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
              lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
              not_before = 0, updated_at = v.v_now \
-             FROM v WHERE tasks.tenant_id = $2 AND tasks.id = v.v_id RETURNING {TASK_COLS}",
-            leasing.with_clause(3),
+             FROM v WHERE tasks.tenant_id = {tenant} AND tasks.id = v.v_id RETURNING {TASK_COLS}",
+            status = p.next(),
+            tenant = p.next(),
         );
         let leased = leasing
-            .bind(
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(t.to.as_str())
-                    .bind(tenant),
-            )
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .bind(t.to.as_str())
+            .bind(tenant)
             .fetch_all(&mut ctx.conn)
             .await?;
         let mut granted: HashMap<String, Task> = HashMap::with_capacity(leased.len());
@@ -535,13 +539,15 @@ async fn claim_many(
                 task,
             });
         }
+        let (with, mut p) = started.with_clause();
         let sql = format!(
-            "{} INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
-             SELECT $1, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
-            started.with_clause(2),
+            "{with} INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
+             SELECT {tenant}, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
+            tenant = p.next(),
         );
         started
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant))
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .bind(tenant)
             .execute(&mut ctx.conn)
             .await?;
     }

@@ -104,17 +104,17 @@ pub(crate) async fn events(
         ]);
     }
     for chunk in rows_in.split() {
+        let (with, mut p) = chunk.with_clause();
         let sql = format!(
-            "{} INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
-             SELECT $1, v_seq, v_task, v_kind, v_data, $2 FROM v WHERE v_seq IS NOT NULL",
-            chunk.with_clause(3)
+            "{with} INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+             SELECT {tenant}, v_seq, v_task, v_kind, v_data, {at} FROM v WHERE v_seq IS NOT NULL",
+            tenant = p.next(),
+            at = p.next(),
         );
         chunk
-            .bind(
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant)
-                    .bind(now.0),
-            )
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .bind(tenant)
+            .bind(now.0)
             .execute(&mut ctx.conn)
             .await?;
     }

@@ -91,6 +91,12 @@ mod dialect {
         format!("jsonb_array_elements_text(({expr})::jsonb) AS {alias}(value)")
     }
 
+    /// Parameter `n` of a statement whose parameters are all written in
+    /// order.
+    pub(crate) fn param(n: usize) -> String {
+        format!("${n}")
+    }
+
     /// `IN` a JSON array of ids bound as `param`, as `= ANY(array)`:
     /// PostgreSQL plans `IN (SELECT … FROM jsonb_array_elements_text(…))`
     /// as a join with a guessed 100 rows, which can scan the table; an array

@@ -87,6 +87,13 @@ mod dialect {
         format!("json_each({expr}) AS {alias}")
     }
 
+    /// Parameter `n` of a statement whose parameters are all written in
+    /// order: anonymous, since SQLite finds a named one by walking the list
+    /// of names.
+    pub(crate) fn param(_n: usize) -> String {
+        "?".to_owned()
+    }
+
     /// `IN` a JSON array of ids bound as `param`. SQLite probes the key
     /// index once per element.
     pub(crate) fn in_list(param: &str) -> String {
