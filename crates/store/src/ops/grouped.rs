@@ -121,8 +121,8 @@ pub(crate) async fn run_many(
     })
 }
 
-/// Runs one grouped write alone, through the ordinary path (a claim is a
-/// group of one).
+/// Runs one grouped write alone, through the ordinary path (claims and
+/// completions are then groups of one; a completion that fails says why).
 pub(crate) async fn run_one(ctx: &mut WriteCtx, tenant: String, p: Pending) -> Result<Answer> {
     match p.op {
         Grouped::Create(spec) => Ok(Answer::Task(Box::new(
@@ -236,7 +236,7 @@ async fn create_many(
 /// Checks every lease in one read, completes the tasks whose lease
 /// matches in one statement, closes their attempts in one, logs them in two
 /// and releases their dependents.
-async fn complete_many(
+pub(crate) async fn complete_many(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: &[&Pending],

@@ -11,8 +11,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::dialect;
+use super::grouped::{Grouped, Pending, complete_many};
 use super::rows::{self, TASK_COLS, json_text, to_json};
-use super::tasks::{CLEAR_LEASE, event, load, release_dependents};
+use super::tasks::{CLEAR_LEASE, event, load};
 use super::writer::WriteCtx;
 use crate::{Finish, Result, StoreError};
 
@@ -313,39 +314,37 @@ pub(crate) async fn finish(
     how: Finish,
     now: Timestamp,
 ) -> Result<Task> {
+    // Completion has one implementation, the set-based one; alone it is a
+    // group of one. Only when it does not complete is the lease checked
+    // here, for the precise error.
+    let how = match how {
+        Finish::Complete { result } => {
+            let op = Grouped::Complete {
+                id,
+                token: token.clone(),
+                result,
+            };
+            let done = complete_many(ctx, &tenant, &[&Pending { now, op }]).await?;
+            if let Some(Some(r)) = done.into_iter().next() {
+                return r;
+            }
+            check_lease(ctx, &tenant, id, &token, now).await?;
+            // A live lease the group did not complete: only a database
+            // answering out of turn gets here.
+            return Err(StoreError::Corrupt(format!(
+                "task {id}: a live lease did not complete"
+            )));
+        }
+        how => how,
+    };
     let task = check_lease(ctx, &tenant, id, &token, now).await?;
     let lease = lease_of(&task)?;
     let n = lease.attempt;
     let idt = id.to_string();
     let from = Some(task.status);
     match how {
-        Finish::Complete { result } => {
-            let t = transition(from, Command::Complete)?;
-            let sql = format!(
-                "UPDATE tasks SET status = $1, result = $2, error = NULL, {CLEAR_LEASE}, updated_at = $3 \
-                 WHERE tenant_id = $4 AND id = $5"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(t.to.as_str())
-                .bind(json_text(&result))
-                .bind(now.0)
-                .bind(&tenant)
-                .bind(&idt)
-                .execute(&mut ctx.conn)
-                .await?;
-            close_attempt(ctx, &tenant, id, n, "completed", None, None, now).await?;
-            event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
-            release_dependents(ctx, &tenant, &[id], now).await?;
-            // The row as just written, without reading it back: completion
-            // is the hottest write there is.
-            let mut task = task;
-            task.status = t.to;
-            task.result = (!result.is_null()).then_some(result);
-            task.error = None;
-            task.lease = None;
-            task.updated_at = now;
-            return Ok(task);
-        }
+        // Handled above, before the lease check.
+        Finish::Complete { .. } => {}
         Finish::Fail {
             error,
             retryable,

@@ -407,23 +407,20 @@ async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), Str
                 ctx.wake = WakeList::default();
                 return exec(ctx, "ROLLBACK").await;
             }
-            dialect::before_commit(ctx)
-                .await
-                .map_err(|e| e.to_string())?;
-            return exec(ctx, "COMMIT").await;
-        }
-        // Grouped writes go first: a claim later in the batch then sees
-        // the tasks created in it. The batch's writes were all in flight at
-        // once, so any order is one they could have had.
-        let mut sp = Savepoint::default();
-        run_groups(ctx, &mut sp, batch).await?;
-        for job in batch.iter_mut() {
-            if job.answered() {
-                continue;
-            }
-            sp.next(ctx).await?;
-            if !job.run(ctx).await {
-                sp.rollback(ctx).await?;
+        } else {
+            // Grouped writes go first: a claim later in the batch then sees
+            // the tasks created in it. The batch's writes were all in flight
+            // at once, so any order is one they could have had.
+            let mut sp = Savepoint::default();
+            run_groups(ctx, &mut sp, batch).await?;
+            for job in batch.iter_mut() {
+                if job.answered() {
+                    continue;
+                }
+                sp.next(ctx).await?;
+                if !job.run(ctx).await {
+                    sp.rollback(ctx).await?;
+                }
             }
         }
         dialect::before_commit(ctx)
