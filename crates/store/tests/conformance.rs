@@ -130,6 +130,7 @@ conformance!(
     concurrent_claims_respect_each_max_worker_and_label,
     completions_in_one_batch_release_a_shared_dependent,
     contexts_read_together_match_contexts_read_alone,
+    any_tenant_id_is_written_safely,
 );
 
 async fn concurrent_claims_never_overlap(h: &Harness) {
@@ -758,4 +759,36 @@ async fn contexts_read_together_match_contexts_read_alone(h: &Harness) {
         1,
         "the failed attempt, not the running one"
     );
+}
+
+/// PostgreSQL writes plain tenant ids into a batch's opening and closing
+/// statements as literals; any other id must take the parameterized path
+/// and behave the same (the API allows only plain names, the store any).
+async fn any_tenant_id_is_written_safely(h: &Harness) {
+    let odd = "o'brien; DROP TABLE tasks; --";
+    h.store.tenant_create(odd, h.clock.now()).await.unwrap();
+    let id = h.task(odd, NewTask::titled("t")).await;
+    let now = h.clock.now();
+    let l = h
+        .store
+        .lease_claim(odd, Harness::params("w", 1), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(l.len(), 1);
+    let how = Finish::Complete { result: json!(1) };
+    h.store
+        .task_finish(odd, id, &l[0].lease, how, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.task_get(odd, id).await.unwrap().status,
+        TaskStatus::Done
+    );
+    let seqs: Vec<i64> = h.events(odd).await.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(matches!(
+        h.store.task_get("default", id).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -15,10 +15,10 @@
 //! durable. Wake-ups for long-polling claims are sent only after the commit,
 //! so a woken claim always sees the task that woke it.
 //!
-//! Before the first write of a batch the backend locks every tenant the
-//! batch writes for, in one statement and in sorted order
-//! (`dialect::lock_tenants`; a no-op on SQLite, where this writer is the only
-//! one). One lock order for all nodes means nodes never deadlock.
+//! Opening a batch, the backend locks every tenant the batch writes for, in
+//! one statement and in sorted order (`dialect::begin`; nothing to lock on
+//! SQLite, where this writer is the only one). One lock order for all nodes
+//! means nodes never deadlock.
 //!
 //! A batch that fails as a whole (the connection broke, COMMIT failed)
 //! answers every write in it with [`StoreError::CommitFailed`], a 503, and
@@ -388,7 +388,6 @@ async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<(), String> {
 }
 
 async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    exec(ctx, dialect::BEGIN).await?;
     let body = async {
         let mut tenants: Vec<String> = batch
             .iter()
@@ -396,7 +395,7 @@ async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), Str
             .collect();
         tenants.sort_unstable();
         tenants.dedup();
-        dialect::lock_tenants(ctx, &tenants)
+        dialect::begin(ctx, &tenants)
             .await
             .map_err(|e| e.to_string())?;
         // A write alone needs no savepoint (one round trip less on the
@@ -423,11 +422,8 @@ async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), Str
                 }
             }
         }
-        dialect::before_commit(ctx)
-            .await
-            .map_err(|e| e.to_string())?;
         // COMMIT also releases the last savepoint.
-        exec(ctx, "COMMIT").await
+        dialect::commit(ctx).await.map_err(|e| e.to_string())
     };
     let r = body.await;
     if let Err(e) = &r {

@@ -105,14 +105,41 @@ mod dialect {
         format!("= ANY(ARRAY(SELECT jsonb_array_elements_text(({param})::jsonb)))")
     }
 
-    /// Every batch of writes first locks the rows of the tenants it writes
-    /// for, all in one statement and in id order: the gapless event log
-    /// needs one writer per tenant at a time, and one lock order on every
-    /// node means nodes never deadlock.
-    pub(crate) async fn lock_tenants(ctx: &mut WriteCtx, tenants: &[String]) -> Result<()> {
-        if tenants.is_empty() {
+    /// Whether `s` may be written into SQL as a string literal as it is.
+    /// Tenant ids are names of a-z, 0-9, `-` and `_`; anything else takes
+    /// the parameterized path below, so nothing depends on that rule.
+    fn literal_ok(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
+    fn literals(tenants: &[String]) -> String {
+        let quoted: Vec<String> = tenants.iter().map(|t| format!("'{t}'")).collect();
+        quoted.join(", ")
+    }
+
+    /// Opens a batch's transaction and locks the rows of the tenants it
+    /// writes for, all in one statement and in id order: the gapless event
+    /// log needs one writer per tenant at a time, and one lock order on
+    /// every node means nodes never deadlock. Both travel in one round trip
+    /// (tenant ids inline) when the ids allow it.
+    pub(crate) async fn begin(ctx: &mut WriteCtx, tenants: &[String]) -> Result<()> {
+        if tenants.iter().all(|t| literal_ok(t)) {
+            let sql = if tenants.is_empty() {
+                BEGIN.to_owned()
+            } else {
+                format!(
+                    "{BEGIN}; SELECT 1 FROM tenants WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    literals(tenants)
+                )
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut ctx.conn)
+                .await?;
             return Ok(());
         }
+        sqlx::raw_sql(BEGIN).execute(&mut ctx.conn).await?;
         sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .bind(tenants)
             .execute(&mut ctx.conn)
@@ -120,11 +147,20 @@ mod dialect {
         Ok(())
     }
 
-    /// Tells the other nodes' waiting claims, at commit, which tenants
-    /// have new work (`NOTIFY` is delivered only if the transaction commits).
-    pub(crate) async fn before_commit(ctx: &mut WriteCtx) -> Result<()> {
+    /// Commits a batch, first telling the other nodes' waiting claims which
+    /// tenants have new work (`NOTIFY` is delivered only if the transaction
+    /// commits); in one round trip when the tenant ids allow it.
+    pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
         let tenants: Vec<String> = ctx.wake.tenants().cloned().collect();
-        if tenants.is_empty() {
+        if tenants.iter().all(|t| literal_ok(t)) {
+            let mut sql = String::new();
+            for t in &tenants {
+                sql.push_str(&format!("NOTIFY {}, '{t}'; ", super::CHANNEL));
+            }
+            sql.push_str("COMMIT");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut ctx.conn)
+                .await?;
             return Ok(());
         }
         sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
@@ -132,6 +168,7 @@ mod dialect {
             .bind(tenants)
             .execute(&mut ctx.conn)
             .await?;
+        sqlx::raw_sql("COMMIT").execute(&mut ctx.conn).await?;
         Ok(())
     }
 

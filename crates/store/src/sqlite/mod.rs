@@ -100,14 +100,16 @@ mod dialect {
         format!("IN (SELECT value FROM json_each({param}))")
     }
 
-    /// Writes of one tenant need no lock: this process's writer is the
-    /// only one.
-    pub(crate) async fn lock_tenants(_: &mut WriteCtx, _: &[String]) -> Result<()> {
+    /// Opens a batch's transaction. Writes of one tenant need no lock:
+    /// this process's writer is the only one.
+    pub(crate) async fn begin(ctx: &mut WriteCtx, _: &[String]) -> Result<()> {
+        sqlx::raw_sql(BEGIN).execute(&mut ctx.conn).await?;
         Ok(())
     }
 
-    /// Wake-ups stay in this process; nothing to announce.
-    pub(crate) async fn before_commit(_: &mut WriteCtx) -> Result<()> {
+    /// Commits a batch. Wake-ups stay in this process; nothing to announce.
+    pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
+        sqlx::raw_sql("COMMIT").execute(&mut ctx.conn).await?;
         Ok(())
     }
 
