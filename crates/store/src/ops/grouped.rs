@@ -249,7 +249,7 @@ pub(crate) async fn complete_many(
             Grouped::Create(_) | Grouped::Claim(_) => None,
         })
         .collect();
-    // The same check `check_lease` makes, for all of them at once, by
+    // The leases `check_lease` reads, for all of them at once, by
     // primary key (a predicate on status or token lets PostgreSQL prefer an
     // index of running tasks, which a churning queue fills with dead rows).
     let sql = format!(
@@ -262,14 +262,14 @@ pub(crate) async fn complete_many(
         .bind(to_json(&ids))
         .fetch_all(&mut ctx.conn)
         .await?;
-    let mut held: HashMap<Uuid, (String, i64)> = HashMap::with_capacity(leases.len());
+    let mut held: HashMap<Uuid, (String, Timestamp)> = HashMap::with_capacity(leases.len());
     for row in &leases {
         let token: Option<String> = row.try_get("lease_token")?;
         let expires: Option<i64> = row.try_get("lease_expires_at")?;
         if let (TaskStatus::Running, Some(token), Some(expires)) =
             (rows::status(row)?, token, expires)
         {
-            held.insert(rows::uuid(row, "id")?, (token, expires));
+            held.insert(rows::uuid(row, "id")?, (token, Timestamp(expires)));
         }
     }
     // Each task completes at most once here: the first matching write of
@@ -285,9 +285,8 @@ pub(crate) async fn complete_many(
         let Grouped::Complete { id, token, result } = &p.op else {
             continue;
         };
-        let live = held
-            .get(id)
-            .is_some_and(|(held, expires)| held == token && *expires > p.now.0);
+        let lease = held.get(id).map(|(t, expires)| (t.as_str(), *expires));
+        let live = leases::lease_is_live(lease, token, p.now);
         if live && !winners.contains_key(id) {
             winners.insert(*id, i);
             done.push([
@@ -370,19 +369,16 @@ async fn look(
     want: usize,
     ask_expired: bool,
 ) -> Result<(Vec<String>, bool)> {
-    let sql = if ask_expired {
-        format!(
-            "SELECT id, priority, created_at, 0 AS expiry FROM ({}) AS r UNION ALL \
-             SELECT NULL, 0, 0, 1 WHERE EXISTS (SELECT 1 FROM tasks \
+    let mut sql = format!(
+        "SELECT id, priority, created_at, 0 AS expiry FROM ({}) AS r",
+        leases::claim_sql()
+    );
+    if ask_expired {
+        sql.push_str(
+            " UNION ALL SELECT NULL, 0, 0, 1 WHERE EXISTS (SELECT 1 FROM tasks \
              WHERE tenant_id = $1 AND status = 'running' AND lease_expires_at <= $2)",
-            leases::claim_sql()
-        )
-    } else {
-        format!(
-            "SELECT id, priority, created_at, 0 AS expiry FROM ({}) AS r",
-            leases::claim_sql()
-        )
-    };
+        );
+    }
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
         .bind(now.0)

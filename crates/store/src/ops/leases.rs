@@ -177,6 +177,13 @@ pub(crate) fn claim_sql() -> String {
     )
 }
 
+/// Whether `token` is a task's live lease at `now`, given the lease it
+/// holds (token and expiry, present only while it runs). The one rule every
+/// worker write is checked by, alone or in a group.
+pub(crate) fn lease_is_live(held: Option<(&str, Timestamp)>, token: &str, now: Timestamp) -> bool {
+    held.is_some_and(|(held, expires)| held == token && expires > now)
+}
+
 /// The task, if `token` is its live lease; `LeaseLost` otherwise.
 async fn check_lease(
     ctx: &mut WriteCtx,
@@ -199,9 +206,8 @@ async fn check_lease(
     let held: Option<String> = row.try_get("lease_token")?;
     let task = rows::task(&row)?;
     // `task.lease` is set only while the task is running.
-    let live =
-        held.as_deref() == Some(token) && task.lease.as_ref().is_some_and(|l| l.expires_at > now);
-    if !live {
+    let expires = task.lease.as_ref().map(|l| l.expires_at);
+    if !lease_is_live(held.as_deref().zip(expires), token, now) {
         return Err(StoreError::LeaseLost);
     }
     Ok(task)
