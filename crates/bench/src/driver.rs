@@ -3,6 +3,7 @@
 //! loads each task's context bundle, as the server does.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -50,6 +51,8 @@ pub(crate) trait Api: Send + Sync {
     async fn complete(&self, l: &Lease, result: Value) -> Result<()>;
     /// Stores a blob; returns its sha256.
     async fn blob(&self, bytes: Vec<u8>) -> Result<String>;
+    /// How many claims are long-polling now, over every node.
+    async fn waiting(&self) -> Result<u32>;
 }
 
 /// The store in this process.
@@ -58,6 +61,24 @@ pub(crate) struct Embedded {
     pub(crate) store: Arc<dyn Store>,
     /// The tenant everything runs in.
     pub(crate) tenant: String,
+    /// Claims long-polling now (the server's `aruntime_claims_waiting`).
+    pub(crate) waiting: Arc<AtomicU32>,
+}
+
+/// Counts a claim as long-polling while it lives.
+struct Polling(Arc<AtomicU32>);
+
+impl Polling {
+    fn new(n: &Arc<AtomicU32>) -> Polling {
+        n.fetch_add(1, Ordering::SeqCst);
+        Polling(n.clone())
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn new_checkpoint(
@@ -106,14 +127,15 @@ impl Api for Embedded {
         // Nothing stops an embedded claim early: the sender stays unused.
         let (_never, mut stop) = tokio::sync::watch::channel(false);
         let wait = Duration::from_millis(wait_ms);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let out = claim_waiting(
             self.store.as_ref(),
-            &SystemClock,
+            &clock,
             &self.tenant,
             &params,
             wait,
             &mut stop,
-            || (),
+            || Polling::new(&self.waiting),
         )
         .await?;
         let mut leases = Vec::with_capacity(out.granted.len());
@@ -157,6 +179,10 @@ impl Api for Embedded {
             .blob_put(&self.tenant, &bytes, now())
             .await?
             .sha256)
+    }
+
+    async fn waiting(&self) -> Result<u32> {
+        Ok(self.waiting.load(Ordering::SeqCst))
     }
 }
 
@@ -236,5 +262,19 @@ impl Api for Http {
 
     async fn blob(&self, bytes: Vec<u8>) -> Result<String> {
         Ok(self.client().blob_put(bytes).await?.sha256)
+    }
+
+    async fn waiting(&self) -> Result<u32> {
+        let mut n = 0;
+        for c in &self.clients {
+            for line in c.metrics().await?.lines() {
+                if let Some(rest) = line.strip_prefix("aruntime_claims_waiting{")
+                    && let Some((_, v)) = rest.rsplit_once(' ')
+                {
+                    n += v.parse::<u32>()?;
+                }
+            }
+        }
+        Ok(n)
     }
 }

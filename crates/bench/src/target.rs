@@ -105,13 +105,18 @@ where
 }
 
 async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(Child, String)> {
+    // `ARUNTIME_BENCH_SERVER_LOG` (say `aruntime_store=debug`, for the
+    // writer's batch trace) is how a profiling run sees inside the servers;
+    // every other `ARUNTIME_` variable is removed so the shell cannot skew
+    // a run.
+    let log = std::env::var("ARUNTIME_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into());
     let mut cmd = Command::new(exe);
     cmd.args([
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--log",
-        "warn",
+        &log,
         "--data-dir",
     ])
     .arg(dir)
@@ -194,6 +199,7 @@ impl Target {
                 let api = Embedded {
                     store,
                     tenant: aruntime_core::DEFAULT_TENANT.into(),
+                    waiting: Arc::default(),
                 };
                 (Arc::new(api), vec![])
             }

@@ -189,6 +189,7 @@ pub(crate) async fn latency(api: Arc<dyn Api>, samples: u32, quiet: bool) -> Res
     );
     let mut lat = vec![];
     for i in 0..samples {
+        idle(api.as_ref()).await?;
         let t0 = Instant::now();
         let id = api.create(NewTask::titled(format!("ping {i}"))).await?;
         let Some((got, task)) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await?
@@ -212,6 +213,22 @@ pub(crate) async fn latency(api: Arc<dyn Api>, samples: u32, quiet: bool) -> Res
         latencies: vec![named("create→lease", &mut lat)],
         ..Measured::default()
     })
+}
+
+/// Waits until the worker is long-polling again. Without it, each task
+/// would be created while the worker was still completing the previous
+/// one, and the workload would measure a busy worker's next claim, not an
+/// idle worker being handed new work. Checked between samples, outside
+/// the measured interval.
+async fn idle(api: &dyn Api) -> Result<()> {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while api.waiting().await? == 0 {
+        if Instant::now() > give_up {
+            bail!("the idle worker never went back to waiting");
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
 }
 
 /// `recovery`: a worker takes a task with a 1 s lease and dies (never

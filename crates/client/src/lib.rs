@@ -374,6 +374,15 @@ impl Client {
         Ok(b.to_vec())
     }
 
+    /// The server's metrics, in the Prometheus text format (admin).
+    pub async fn metrics(&self) -> Result<String> {
+        let (_, b) = self
+            .send(Method::GET, "/metrics", None, None, CALL_TIMEOUT)
+            .await?;
+        String::from_utf8(b.to_vec())
+            .map_err(|e| ClientError::Config(format!("/metrics is not UTF-8: {e}")))
+    }
+
     // ---- leases ----
 
     /// Leases up to `req.max` ready tasks, long-polling up to `req.wait_ms`.

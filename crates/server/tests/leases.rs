@@ -484,25 +484,7 @@ async fn a_long_poll_is_woken_by_a_new_task(backend: Backend) {
             .await
         })
     };
-    // Wait (bounded) until the claim is parked, as /metrics reports it.
-    let mut parked = false;
-    for _ in 0..2000 {
-        let (_, m) = srv
-            .raw(
-                reqwest::Method::GET,
-                "/metrics",
-                Some(&srv.admin),
-                None,
-                None,
-            )
-            .await;
-        if m.contains("aruntime_claims_waiting{tenant=\"default\"} 1") {
-            parked = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(parked, "the claim never started waiting");
+    waiting(&srv, &srv.admin, "default", 1).await;
     let tid = id(&srv.task(&srv.admin, json!({"title": "wake up"})).await);
     // Woken, not timed out: it must return long before its 30 s wait.
     let (s, v) = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
@@ -511,6 +493,84 @@ async fn a_long_poll_is_woken_by_a_new_task(backend: Backend) {
         .unwrap();
     assert_eq!(s, 200);
     assert_eq!(v["leases"][0]["task"]["id"], tid.as_str());
+}
+
+/// Waits (bounded) until `n` claims of `tenant` are parked, as /metrics
+/// reports them to `admin`, an admin of the tenant.
+async fn waiting(srv: &support::TestServer, admin: &str, tenant: &str, n: u32) {
+    let line = format!("aruntime_claims_waiting{{tenant=\"{tenant}\"}} {n}");
+    for _ in 0..2000 {
+        let (_, m) = srv
+            .raw(reqwest::Method::GET, "/metrics", Some(admin), None, None)
+            .await;
+        if m.contains(&line) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{n} claims of {tenant} never started waiting");
+}
+
+/// Claims parked with the writer are served by the batch that makes a task
+/// ready, but only with tasks they may take: a labelled task goes to the
+/// claim with the label even when a plain claim parked first, and another
+/// tenant's task goes to none of them.
+async fn parked_claims_get_only_what_they_may_take(backend: Backend) {
+    let srv = Arc::new(server!(backend));
+    let w = srv.token("default", "worker").await;
+    let b_admin = srv.token("beta-corp", "admin").await;
+    let b_w = srv.token("beta-corp", "worker").await;
+    let poll = |token: String, body: Value| {
+        let srv = srv.clone();
+        tokio::spawn(async move { srv.post("/v1/leases", &token, body).await })
+    };
+    let leased = |r: (u16, Value)| {
+        assert_eq!(r.0, 200, "{}", r.1);
+        let ids: Vec<String> = r.1["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["task"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids
+    };
+    let long = std::time::Duration::from_secs(10);
+    let plain = poll(
+        w.clone(),
+        json!({"worker": "plain", "max": 5, "wait_ms": 30000}),
+    );
+    waiting(&srv, &srv.admin, "default", 1).await;
+    let gpu = poll(
+        w.clone(),
+        json!({"worker": "gpu", "capabilities": ["gpu"], "wait_ms": 30000}),
+    );
+    let theirs = poll(b_w, json!({"worker": "theirs", "wait_ms": 30000}));
+    waiting(&srv, &srv.admin, "default", 2).await;
+    waiting(&srv, &b_admin, "beta-corp", 1).await;
+
+    let render = id(&srv
+        .task(&srv.admin, json!({"title": "render", "labels": ["gpu"]}))
+        .await);
+    let got = tokio::time::timeout(long, gpu).await.unwrap().unwrap();
+    assert_eq!(leased(got), [render.as_str()]);
+
+    let b_task = id(&srv.task(&b_admin, json!({"title": "beta's"})).await);
+    let got = tokio::time::timeout(long, theirs).await.unwrap().unwrap();
+    assert_eq!(leased(got), [b_task]);
+
+    let mine = id(&srv.task(&srv.admin, json!({"title": "plain"})).await);
+    let got = tokio::time::timeout(long, plain).await.unwrap().unwrap();
+    assert_eq!(
+        leased(got),
+        [mine.as_str()],
+        "the plain claim got only its tenant's plain task"
+    );
+    for (task, worker) in [(&render, "gpu"), (&mine, "plain")] {
+        let (_, t) = srv.get(&format!("/v1/tasks/{task}"), &srv.admin).await;
+        assert_eq!(t["status"], "running", "{t}");
+        assert_eq!(t["lease"]["worker"], worker, "{t}");
+        assert_eq!(t["attempts"], 1, "{t}");
+    }
 }
 
 async fn idempotency_key_makes_create_safe_to_retry(backend: Backend) {
@@ -549,5 +609,6 @@ backends!(
     block_waits_for_a_person_then_resumes,
     claims_match_labels_and_priority,
     a_long_poll_is_woken_by_a_new_task,
+    parked_claims_get_only_what_they_may_take,
     idempotency_key_makes_create_safe_to_retry,
 );

@@ -2,6 +2,7 @@
 //! server and by whatever drives a store in-process (the benchmark's
 //! embedded target), so both wait the same way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aruntime_core::Clock;
@@ -10,16 +11,18 @@ use tokio::time::Instant;
 
 use crate::{ClaimOutcome, ClaimParams, Result, Store};
 
-/// Claims for `tenant`. With nothing ready it waits up to `wait` for a
-/// wake-up from a write that made a task ready, or for the moment an
-/// expired lease or a backoff makes one claimable; it never polls. It
+/// Claims for `tenant`. With nothing ready it parks with the writer (see
+/// [`Wakeups`](crate::Wakeups)) for up to `wait`: the batch that makes a
+/// task ready grants it in the same transaction. It also wakes for a write
+/// on another node, or at the moment an expired lease or a backoff makes a
+/// task claimable, and looks again; it never polls. It
 /// returns early, with what it has (possibly nothing), once `stop` turns
 /// true; a `stop` whose sender is gone never stops it. `waiting` is called
 /// before each wait and what it returns is held during the wait (a metrics
 /// gauge). `expired` counts the expired leases found over every look.
 pub async fn claim_waiting<G>(
     store: &dyn Store,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
     tenant: &str,
     params: &ClaimParams,
     wait: Duration,
@@ -27,7 +30,8 @@ pub async fn claim_waiting<G>(
     waiting: impl Fn() -> G,
 ) -> Result<ClaimOutcome> {
     let deadline = Instant::now() + wait;
-    let notify = store.wakeups().tenant(tenant);
+    let wakeups = store.wakeups();
+    let notify = wakeups.tenant(tenant);
     let mut expired = 0;
     loop {
         // Registered before looking, so a wake-up in between is not lost.
@@ -47,15 +51,25 @@ pub async fn claim_waiting<G>(
             until = until.min(Instant::now() + Duration::from_millis(ms));
         }
         let _waiting = waiting();
+        let mut parked = wakeups.park(tenant, params.clone(), clock.clone());
         let stopped = async {
             if stop.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
-            _ = &mut woken => {}
-            _ = tokio::time::sleep_until(until) => {}
-            _ = stopped => {}
+        let got = tokio::select! {
+            out = parked.granted() => Some(out),
+            _ = &mut woken => None,
+            _ = tokio::time::sleep_until(until) => None,
+            _ = stopped => None,
+        };
+        let got = match got {
+            Some(out) => Some(out),
+            None => parked.leave().await,
+        };
+        if let Some(mut out) = got.filter(|o| !o.granted.is_empty()) {
+            out.expired += expired;
+            return Ok(out);
         }
     }
 }

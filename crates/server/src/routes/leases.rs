@@ -36,7 +36,7 @@ pub(super) async fn claim(
     let mut shutdown = s.shutdown.clone();
     let out = claim_waiting(
         s.store.as_ref(),
-        s.clock.as_ref(),
+        &s.clock,
         &tenant,
         &params,
         Duration::from_millis(req.wait_ms),

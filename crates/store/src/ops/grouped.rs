@@ -408,7 +408,7 @@ async fn look(
 /// Records expired leases once, then serves the claims in arrival order:
 /// claims with the same capabilities share one look at the queue and one
 /// statement for each of lease and attempts, and the group one for events.
-async fn claim_many(
+pub(crate) async fn claim_many(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: &[&Pending],

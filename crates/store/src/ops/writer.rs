@@ -9,6 +9,11 @@
 //! run at the flush rate at best. Batched, the flush and the lock are paid
 //! once per batch.
 //!
+//! A batch that makes tasks of a tenant ready also serves the claims
+//! parked for that tenant (see [`Wakeups`]), after its writes and before
+//! COMMIT: on an idle queue the create and the lease it wakes commit in one
+//! transaction, so a task reaches its worker one flush after it was sent.
+//!
 //! Each write runs inside its own savepoint, so a write that fails (a lost
 //! lease, an invalid transition) is rolled back alone while the rest of the
 //! batch commits. Callers are answered after COMMIT returns: an answer means
@@ -34,15 +39,17 @@ use tokio::sync::{mpsc, oneshot};
 use sqlx::ConnectOptions;
 
 use super::bulk::MAX_ROWS;
-use super::grouped::{self, Answer, Pending};
+use super::grouped::{self, Answer, Grouped, Pending};
 use super::{Conn, ConnectOpts, dialect};
-use crate::{Result, StoreError, Wakeups};
+use crate::{ClaimOutcome, Result, StoreError, Wakeups};
 
 /// What a write sees: the connection (inside the batch transaction) and the
 /// tenants to wake once the batch commits.
 pub(crate) struct WriteCtx {
     pub(crate) conn: Conn,
     pub(crate) wake: WakeList,
+    /// Parked claims this batch took, by tenant and slot, with what they got.
+    parked: Vec<(String, u64, Option<ClaimOutcome>)>,
 }
 
 /// Tenants whose waiting claims should look again after the commit, and how.
@@ -65,6 +72,13 @@ impl WakeList {
     /// Something changed that any waiter of `tenant` may care about.
     pub(crate) fn all(&mut self, tenant: &str) {
         self.tenants.entry(tenant.to_owned()).or_default().1 = true;
+    }
+
+    /// `n` of the tasks made ready for `tenant` went to parked claims.
+    fn served(&mut self, tenant: &str, n: usize) {
+        if let Some(e) = self.tenants.get_mut(tenant) {
+            e.0 = e.0.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+        }
     }
 
     /// The tenants to wake. Only PostgreSQL reads them (to tell other nodes).
@@ -293,10 +307,19 @@ async fn run(
                 let mut ctx = WriteCtx {
                     conn: c,
                     wake: WakeList::default(),
+                    parked: vec![],
                 };
                 let t0 = std::time::Instant::now();
-                let r = apply(&mut ctx, &mut batch).await;
-                tracing::debug!(writes = batch.len(), elapsed = ?t0.elapsed(), "write batch");
+                let r = apply(&mut ctx, &mut batch, &wakeups).await;
+                tracing::debug!(writes = batch.len(), parked = ctx.parked.len(), elapsed = ?t0.elapsed(), "write batch");
+                // Parked claims first: their grants are what an idle
+                // queue's latency waits for.
+                for (tenant, id, out) in ctx.parked.drain(..) {
+                    let out = out.filter(|_| r.is_ok());
+                    let n = out.as_ref().map_or(0, |o| o.granted.len());
+                    wakeups.settle(&tenant, id, out);
+                    ctx.wake.served(&tenant, n);
+                }
                 // A connection whose batch failed may be broken; the next
                 // batch opens a fresh one.
                 if r.is_ok() {
@@ -379,6 +402,56 @@ async fn run_groups(
     Ok(())
 }
 
+/// Runs the claims parked for the tenants this batch made tasks ready for,
+/// each tenant's as one group in a savepoint of its own. Only tenants the
+/// batch locked: the others' claims would write outside their tenant's lock.
+async fn serve_parked(
+    ctx: &mut WriteCtx,
+    sp: &mut Savepoint,
+    wakeups: &Wakeups,
+    locked: &[String],
+) -> Result<(), String> {
+    let ready: Vec<(String, u32, bool)> = ctx
+        .wake
+        .tenants
+        .iter()
+        .filter(|(t, (n, everyone))| (*n > 0 || *everyone) && locked.binary_search(t).is_ok())
+        .map(|(t, (n, everyone))| (t.clone(), *n, *everyone))
+        .collect();
+    for (tenant, n, everyone) in ready {
+        let taken = wakeups.take(&tenant, n, everyone);
+        if taken.is_empty() {
+            continue;
+        }
+        // Recorded before anything runs: however the batch ends, each
+        // taken claim is settled, so none waits for an answer forever.
+        let first = ctx.parked.len();
+        ctx.parked
+            .extend(taken.iter().map(|t| (tenant.clone(), t.id, None)));
+        sp.next(ctx).await?;
+        let pending: Vec<Pending> = taken
+            .into_iter()
+            .map(|t| Pending {
+                now: t.now,
+                op: Grouped::Claim(t.params),
+            })
+            .collect();
+        let items: Vec<&Pending> = pending.iter().collect();
+        match grouped::claim_many(ctx, &tenant, &items).await {
+            Ok(outs) => {
+                for (slot, out) in ctx.parked[first..].iter_mut().zip(outs) {
+                    slot.2 = Some(out);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, claims = items.len(), "parked claims failed; they look again");
+                sp.rollback(ctx).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<(), String> {
     sqlx::raw_sql(sql)
         .execute(&mut ctx.conn)
@@ -387,7 +460,11 @@ async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+async fn apply(
+    ctx: &mut WriteCtx,
+    batch: &mut [Box<dyn Job>],
+    wakeups: &Wakeups,
+) -> Result<(), String> {
     let body = async {
         let mut tenants: Vec<String> = batch
             .iter()
@@ -401,6 +478,7 @@ async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), Str
         // A write alone needs no savepoint (one round trip less on the
         // path an idle queue's latency is made of): if it fails, its
         // transaction is rolled back whole and it keeps its own error.
+        let mut sp = Savepoint::default();
         if let [job] = batch {
             if !job.run(ctx).await {
                 ctx.wake = WakeList::default();
@@ -410,7 +488,6 @@ async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), Str
             // Grouped writes go first: a claim later in the batch then sees
             // the tasks created in it. The batch's writes were all in flight
             // at once, so any order is one they could have had.
-            let mut sp = Savepoint::default();
             run_groups(ctx, &mut sp, batch).await?;
             for job in batch.iter_mut() {
                 if job.answered() {
@@ -422,6 +499,7 @@ async fn apply(ctx: &mut WriteCtx, batch: &mut [Box<dyn Job>]) -> Result<(), Str
                 }
             }
         }
+        serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
         // COMMIT also releases the last savepoint.
         dialect::commit(ctx).await.map_err(|e| e.to_string())
     };
