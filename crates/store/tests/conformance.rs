@@ -122,6 +122,7 @@ conformance!(
     expiry_is_enforced_at_claim_time_without_a_sweeper,
     one_refused_write_does_not_spoil_its_batch,
     event_log_is_gapless_per_tenant,
+    a_write_with_more_events_than_one_statement_holds_keeps_the_log_gapless,
     completion_readies_dependents_in_the_same_transaction,
     idempotent_creates_race_to_one_task,
     blobs_are_deduplicated_per_tenant,
@@ -337,6 +338,51 @@ async fn event_log_is_gapless_per_tenant(h: &Harness) {
         let seqs: Vec<i64> = h.events(tenant).await.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=25).collect::<Vec<_>>(), "{tenant}");
     }
+}
+
+/// A batch's events are written together before COMMIT, at most 1,024 per
+/// statement: a completion releasing 1,100 dependents records more than one
+/// statement holds, numbered on without a gap or a repeat.
+async fn a_write_with_more_events_than_one_statement_holds_keeps_the_log_gapless(h: &Harness) {
+    let root = h.task("default", NewTask::titled("root")).await;
+    let mut joins = vec![];
+    for i in 0..1100 {
+        let store = h.store.clone();
+        let now = h.clock.now();
+        let mut spec = NewTask::titled(format!("dep {i}"));
+        spec.depends_on = vec![root];
+        joins.push(tokio::spawn(async move {
+            store.task_create("default", spec, None, now).await.unwrap();
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    let l = h
+        .store
+        .lease_claim("default", Harness::params("w", 1), h.clock.now())
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(l.len(), 1);
+    let before = h.events("default").await.len();
+    h.store
+        .task_finish(
+            "default",
+            root,
+            &l[0].lease,
+            Finish::Complete { result: json!(1) },
+            h.clock.now(),
+        )
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = h.events("default").await.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.len() > before + 1100,
+        "the completion and each release are logged: {} after {before}",
+        seqs.len()
+    );
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
 }
 
 async fn completion_readies_dependents_in_the_same_transaction(h: &Harness) {

@@ -106,21 +106,6 @@ impl Rows {
         self.cells.is_empty()
     }
 
-    /// Splits into pieces of at most [`MAX_ROWS`] rows, one per statement.
-    pub(crate) fn split(mut self) -> Vec<Rows> {
-        let width = self.cols.len().max(1);
-        let mut out = vec![];
-        while self.cells.len() > MAX_ROWS * width {
-            let rest = self.cells.split_off(MAX_ROWS * width);
-            out.push(Rows {
-                cols: self.cols,
-                cells: std::mem::replace(&mut self.cells, rest),
-            });
-        }
-        out.push(self);
-        out
-    }
-
     fn padded(&self) -> usize {
         self.len().max(1).next_power_of_two()
     }
@@ -213,15 +198,5 @@ mod tests {
             )
         );
         assert_eq!(rest.next(), p[8]);
-    }
-
-    #[test]
-    fn splits_at_max_rows() {
-        let mut rows = Rows::new(COLS);
-        for n in 0..(MAX_ROWS as i64 * 2 + 5) {
-            rows.push([Cell::from("t"), Cell::from(n)]);
-        }
-        let lens: Vec<usize> = rows.split().iter().map(Rows::len).collect();
-        assert_eq!(lens, vec![MAX_ROWS, MAX_ROWS, 5]);
     }
 }

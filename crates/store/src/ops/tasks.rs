@@ -38,14 +38,21 @@ pub(crate) async fn load(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<T
     rows::task(&row)
 }
 
-/// The last event number of tenant `$1` (0 for none). Events are numbered
-/// from the log itself, its last plus one: the writer holds the tenant's lock
-/// (PostgreSQL) or is the only writer (SQLite), so the log stays gapless, and
-/// the primary key makes the lookup one index probe.
-const LAST_SEQ: &str =
-    "COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = $1 ORDER BY e.seq DESC LIMIT 1), 0)";
+/// An event recorded by a write, appended to the log when its batch is
+/// about to commit (see [`flush_events`]).
+pub(crate) struct PendingEvent {
+    tenant: String,
+    task: Option<Uuid>,
+    kind: String,
+    data: Value,
+    at: Timestamp,
+}
 
 /// Appends to the tenant's gapless event log, in the caller's transaction.
+/// The row is written with the rest of the batch's events just before
+/// COMMIT, so a write that is rolled back to its savepoint takes its events
+/// with it (the writer truncates them) and a batch pays one statement per
+/// tenant for all its events instead of one or two per write.
 pub(crate) async fn event(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -54,69 +61,81 @@ pub(crate) async fn event(
     data: Value,
     now: Timestamp,
 ) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO events (tenant_id, seq, task_id, kind, data, at) VALUES ($1, {LAST_SEQ} + 1, $2, $3, $4, $5)"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(task.map(|t| t.to_string()))
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now.0)
-        .execute(&mut ctx.conn)
-        .await?;
+    ctx.events.push(PendingEvent {
+        tenant: tenant.to_owned(),
+        task,
+        kind: kind.to_owned(),
+        data,
+        at: now,
+    });
     Ok(())
 }
 
-/// Appends several events in order: one statement for the last number,
-/// then one per [`MAX_ROWS`](super::bulk::MAX_ROWS) events (for groups, batch claims and fan-out
-/// releases).
+/// Appends several events in order (for groups, batch claims and fan-out
+/// releases); see [`event`].
 pub(crate) async fn events(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: Vec<(Option<Uuid>, &str, Value)>,
     now: Timestamp,
 ) -> Result<()> {
-    if items.len() <= 1 {
-        for (task, kind, data) in items {
-            event(ctx, tenant, task, kind, data, now).await?;
-        }
-        return Ok(());
+    for (task, kind, data) in items {
+        event(ctx, tenant, task, kind, data, now).await?;
     }
-    let mut seq: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {LAST_SEQ}")))
-        .bind(tenant)
-        .fetch_one(&mut ctx.conn)
-        .await?;
+    Ok(())
+}
+
+/// Writes the batch's recorded events: per tenant, in the order they were
+/// recorded, one statement per [`MAX_ROWS`](super::bulk::MAX_ROWS).
+///
+/// Events are numbered from the log itself, its last plus one: the writer
+/// holds the tenant's lock (PostgreSQL) or is the only writer (SQLite), so
+/// the log stays gapless, and the primary key makes the lookup one index
+/// probe. The last number is read inside the insert, once per statement; a
+/// statement never sees its own rows (SQLite stages an insert that reads
+/// its own table, PostgreSQL reads its snapshot).
+pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
+    let mut pending = std::mem::take(&mut ctx.events);
+    // A stable sort keeps each tenant's events in the order they happened.
+    pending.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     const COLS: &[(&str, Kind)] = &[
-        ("v_seq", Kind::Int),
+        ("v_ord", Kind::Int),
         ("v_task", Kind::Text),
         ("v_kind", Kind::Text),
         ("v_data", Kind::Text),
+        ("v_at", Kind::Int),
     ];
-    let mut rows_in = Rows::new(COLS);
-    for (task, kind, data) in items {
-        seq += 1;
-        rows_in.push([
-            seq.into(),
-            task.map(|t| t.to_string()).into(),
-            kind.into(),
-            data.to_string().into(),
-        ]);
-    }
-    for chunk in rows_in.split() {
-        let (with, mut p) = chunk.with_clause();
-        let sql = format!(
-            "{with} INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
-             SELECT {tenant}, v_seq, v_task, v_kind, v_data, {at} FROM v WHERE v_seq IS NOT NULL",
-            tenant = p.next(),
-            at = p.next(),
-        );
-        chunk
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-            .bind(tenant)
-            .bind(now.0)
-            .execute(&mut ctx.conn)
-            .await?;
+    for tenant_events in pending.chunk_by(|a, b| a.tenant == b.tenant) {
+        for chunk in tenant_events.chunks(super::bulk::MAX_ROWS) {
+            let Some(tenant) = chunk.first().map(|e| e.tenant.as_str()) else {
+                continue;
+            };
+            let mut rows_in = Rows::new(COLS);
+            for (ord, e) in (1i64..).zip(chunk) {
+                rows_in.push([
+                    ord.into(),
+                    e.task.map(|t| t.to_string()).into(),
+                    e.kind.as_str().into(),
+                    e.data.to_string().into(),
+                    e.at.0.into(),
+                ]);
+            }
+            let (with, mut p) = rows_in.with_clause();
+            let sql = format!(
+                "{with} INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+                 SELECT {t}, COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = {last} \
+                 ORDER BY e.seq DESC LIMIT 1), 0) + v_ord, v_task, v_kind, v_data, v_at \
+                 FROM v WHERE v_ord IS NOT NULL",
+                t = p.next(),
+                last = p.next(),
+            );
+            rows_in
+                .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                .bind(tenant)
+                .bind(tenant)
+                .execute(&mut ctx.conn)
+                .await?;
+        }
     }
     Ok(())
 }

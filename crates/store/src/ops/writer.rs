@@ -40,6 +40,7 @@ use sqlx::ConnectOptions;
 
 use super::bulk::MAX_ROWS;
 use super::grouped::{self, Answer, Grouped, Pending};
+use super::tasks::{PendingEvent, flush_events};
 use super::{Conn, ConnectOpts, dialect};
 use crate::{ClaimOutcome, Result, StoreError, Wakeups};
 
@@ -50,6 +51,8 @@ pub(crate) struct WriteCtx {
     pub(crate) wake: WakeList,
     /// Parked claims this batch took, by tenant and slot, with what they got.
     parked: Vec<(String, u64, Option<ClaimOutcome>)>,
+    /// Events the batch's writes recorded, written just before COMMIT.
+    pub(crate) events: Vec<PendingEvent>,
 }
 
 /// Tenants whose waiting claims should look again after the commit, and how.
@@ -308,6 +311,7 @@ async fn run(
                     conn: c,
                     wake: WakeList::default(),
                     parked: vec![],
+                    events: vec![],
                 };
                 let t0 = std::time::Instant::now();
                 let r = apply(&mut ctx, &mut batch, &wakeups).await;
@@ -339,6 +343,8 @@ async fn run(
 #[derive(Default)]
 struct Savepoint {
     open: bool,
+    /// How many events were recorded when it was opened.
+    events: usize,
 }
 
 impl Savepoint {
@@ -351,11 +357,13 @@ impl Savepoint {
             "SAVEPOINT job"
         };
         self.open = true;
+        self.events = ctx.events.len();
         exec(ctx, sql).await
     }
 
-    /// Undoes what ran since [`next`](Self::next).
+    /// Undoes what ran since [`next`](Self::next), events included.
     async fn rollback(&self, ctx: &mut WriteCtx) -> Result<(), String> {
+        ctx.events.truncate(self.events);
         exec(ctx, "ROLLBACK TO job").await
     }
 }
@@ -482,6 +490,7 @@ async fn apply(
         if let [job] = batch {
             if !job.run(ctx).await {
                 ctx.wake = WakeList::default();
+                ctx.events.clear();
                 return exec(ctx, "ROLLBACK").await;
             }
         } else {
@@ -500,6 +509,7 @@ async fn apply(
             }
         }
         serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
+        flush_events(ctx).await.map_err(|e| e.to_string())?;
         // COMMIT also releases the last savepoint.
         dialect::commit(ctx).await.map_err(|e| e.to_string())
     };
