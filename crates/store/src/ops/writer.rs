@@ -452,7 +452,7 @@ async fn serve_parked(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, claims = items.len(), "parked claims failed; they look again");
+                tracing::warn!(error = %e, claims = items.len(), "parked claims failed; they stay parked");
                 sp.rollback(ctx).await?;
             }
         }
