@@ -229,7 +229,7 @@ async fn create_many(
         }
         out.push(Some(Ok(task)));
     }
-    events(ctx, tenant, logged, latest(items)).await?;
+    events(ctx, tenant, logged, latest(items));
     Ok(out)
 }
 
@@ -353,8 +353,7 @@ pub(crate) async fn complete_many(
         tenant,
         logged.into_iter().map(|(_, e)| e).collect(),
         now,
-    )
-    .await?;
+    );
     release_dependents(ctx, tenant, &released, now).await?;
     Ok(out)
 }
@@ -547,6 +546,6 @@ pub(crate) async fn claim_many(
             .execute(&mut ctx.conn)
             .await?;
     }
-    events(ctx, tenant, logged, latest(items)).await?;
+    events(ctx, tenant, logged, latest(items));
     Ok(out)
 }

@@ -109,9 +109,9 @@ pub(crate) async fn expire(
         .execute(&mut ctx.conn)
         .await?;
     let data = json!({"attempt": lease.attempt, "worker": lease.worker, "to": t.to});
-    event(ctx, tenant, Some(id), t.event, data, at).await?;
+    event(ctx, tenant, Some(id), t.event, data, at);
     if t.escalate {
-        escalate(ctx, tenant, id, failed, "attempts exhausted", at).await?;
+        escalate(ctx, tenant, id, failed, "attempts exhausted", at);
     }
     if t.to == TaskStatus::Ready {
         ctx.wake.ready(tenant, !task.labels.is_empty());
@@ -119,16 +119,9 @@ pub(crate) async fn expire(
     Ok(true)
 }
 
-async fn escalate(
-    ctx: &mut WriteCtx,
-    tenant: &str,
-    id: Uuid,
-    failed: u32,
-    reason: &str,
-    at: Timestamp,
-) -> Result<()> {
+fn escalate(ctx: &mut WriteCtx, tenant: &str, id: Uuid, failed: u32, reason: &str, at: Timestamp) {
     let data = json!({"reason": reason, "failed_attempts": failed});
-    event(ctx, tenant, Some(id), "task.escalated", data, at).await
+    event(ctx, tenant, Some(id), "task.escalated", data, at);
 }
 
 /// Expired leases of one tenant, recorded before a claim looks for work.
@@ -291,7 +284,7 @@ pub(crate) async fn checkpoint(
     .execute(&mut ctx.conn)
     .await?;
     let data = json!({"seq": seq, "attempt": lease.attempt, "summary": cp.summary});
-    event(ctx, &tenant, Some(id), "checkpoint.created", data, now).await?;
+    event(ctx, &tenant, Some(id), "checkpoint.created", data, now);
     Ok(Checkpoint {
         seq,
         attempt: lease.attempt,
@@ -399,14 +392,14 @@ pub(crate) async fn finish(
             .await?;
             let data = json!({"attempt": n, "error": error, "retryable": retryable, "to": t.to,
                               "not_before": (t.to == TaskStatus::Ready).then_some(not_before)});
-            event(ctx, &tenant, Some(id), t.event, data, now).await?;
+            event(ctx, &tenant, Some(id), t.event, data, now);
             if t.escalate {
                 let reason = if retryable {
                     "attempts exhausted"
                 } else {
                     "non-retryable failure"
                 };
-                escalate(ctx, &tenant, id, failed, reason, now).await?;
+                escalate(ctx, &tenant, id, failed, reason, now);
             }
             if t.to == TaskStatus::Ready {
                 ctx.wake.ready(&tenant, !task.labels.is_empty());
@@ -444,8 +437,7 @@ pub(crate) async fn finish(
                 t.event,
                 json!({"attempt": n, "reason": reason}),
                 now,
-            )
-            .await?;
+            );
         }
         Finish::Release {
             notes,
@@ -465,7 +457,7 @@ pub(crate) async fn finish(
                 .execute(&mut ctx.conn)
                 .await?;
             close_attempt(ctx, &tenant, id, n, "released", notes, None, now).await?;
-            event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now).await?;
+            event(ctx, &tenant, Some(id), t.event, json!({"attempt": n}), now);
             ctx.wake.ready(&tenant, !task.labels.is_empty());
         }
     }

@@ -53,14 +53,14 @@ pub(crate) struct PendingEvent {
 /// COMMIT, so a write that is rolled back to its savepoint takes its events
 /// with it (the writer truncates them) and a batch pays one statement per
 /// tenant for all its events instead of one or two per write.
-pub(crate) async fn event(
+pub(crate) fn event(
     ctx: &mut WriteCtx,
     tenant: &str,
     task: Option<Uuid>,
     kind: &str,
     data: Value,
     now: Timestamp,
-) -> Result<()> {
+) {
     ctx.events.push(PendingEvent {
         tenant: tenant.to_owned(),
         task,
@@ -68,21 +68,19 @@ pub(crate) async fn event(
         data,
         at: now,
     });
-    Ok(())
 }
 
 /// Appends several events in order (for groups, batch claims and fan-out
 /// releases); see [`event`].
-pub(crate) async fn events(
+pub(crate) fn events(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: Vec<(Option<Uuid>, &str, Value)>,
     now: Timestamp,
-) -> Result<()> {
+) {
     for (task, kind, data) in items {
-        event(ctx, tenant, task, kind, data, now).await?;
+        event(ctx, tenant, task, kind, data, now);
     }
-    Ok(())
 }
 
 /// Writes the batch's recorded events: per tenant, in the order they were
@@ -262,7 +260,7 @@ pub(crate) async fn create(
     let value = rows::task(&row)?;
     insert_deps(ctx, &tenant, id, &deps).await?;
     let data = json!({"title": spec.title, "status": t.to, "parent_id": spec.parent_id, "depends_on": deps});
-    event(ctx, &tenant, Some(id), t.event, data, now).await?;
+    event(ctx, &tenant, Some(id), t.event, data, now);
     if t.to == TaskStatus::Ready {
         ctx.wake.ready(&tenant, !spec.labels.is_empty());
     }
@@ -353,8 +351,7 @@ pub(crate) async fn patch(
                     t.event,
                     json!({"status": t.to}),
                     now,
-                )
-                .await?;
+                );
                 t.to
             }
             None => task.status,
@@ -402,8 +399,7 @@ pub(crate) async fn patch(
         "task.updated",
         json!({"fields": fields}),
         now,
-    )
-    .await?;
+    );
     let task = load(ctx, &tenant, id).await?;
     if task.status == TaskStatus::Ready {
         // Labels or dependencies may now match a waiting worker.
@@ -477,8 +473,7 @@ pub(crate) async fn steer(
         t.event,
         json!({"from": task.status, "to": t.to}),
         now,
-    )
-    .await?;
+    );
     if t.to == TaskStatus::Ready {
         ctx.wake.ready(&tenant, !task.labels.is_empty());
     }
@@ -575,7 +570,7 @@ pub(crate) async fn release_dependents(
             (Some(id), t.event, json!({"after": after}))
         })
         .collect();
-    events(ctx, tenant, logged, now).await?;
+    events(ctx, tenant, logged, now);
     ctx.wake.all(tenant);
     Ok(())
 }
@@ -607,8 +602,7 @@ pub(crate) async fn decision_add(
         "decision.recorded",
         json!({"id": id, "title": d.title}),
         now,
-    )
-    .await?;
+    );
     Ok(Decision {
         id,
         task_id: task,

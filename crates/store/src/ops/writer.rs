@@ -265,8 +265,7 @@ impl Writer {
             out: None,
             tx,
         });
-        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.queue(job, rx).await
     }
 
     /// Queues a write that may run set-based with others of its tenant and
@@ -279,6 +278,11 @@ impl Writer {
             out: None,
             tx,
         });
+        self.queue(job, rx).await
+    }
+
+    /// Hands `job` to the writer and waits for the answer it sends on `rx`.
+    async fn queue<T>(&self, job: Box<dyn Job>, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
