@@ -383,6 +383,50 @@ impl CompleteRequest {
     }
 }
 
+/// `POST /v1/leases/complete`: completes several leased tasks in one
+/// request, as a worker does with what one claim gave it.
+///
+/// Each entry stands alone, exactly as if sent to
+/// `POST /v1/tasks/{id}/complete`: a lost lease fails its own entry and
+/// no other. The request is one round trip instead of one per task, and
+/// the writer usually commits its entries in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteLeases {
+    /// 1 to 100 completions (as many as one claim may grant).
+    pub completions: Vec<LeaseCompletion>,
+}
+
+/// One entry of [`CompleteLeases`].
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseCompletion {
+    /// The task leased.
+    pub task: Uuid,
+    /// The lease token.
+    pub lease: String,
+    /// The outcome and its acceptance evidence.
+    #[serde(default)]
+    pub result: Value,
+}
+
+impl CompleteLeases {
+    /// Checks limits.
+    pub fn validate(&self) -> Checked {
+        let n = self.completions.len();
+        if !(1..=MAX_CLAIM as usize).contains(&n) {
+            return Err(invalid(
+                "completions",
+                format!("completions must hold 1..={MAX_CLAIM} entries"),
+            ));
+        }
+        self.completions
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, c)| json(&format!("completions[{i}].result"), &c.result))
+    }
+}
+
 /// `POST /v1/tasks/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -99,6 +99,28 @@ pub struct GrantedLease {
     pub context: ContextBundle,
 }
 
+/// `POST /v1/leases/complete` answer: one outcome per entry, in the
+/// order sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CompletedLeases {
+    /// Each entry's outcome.
+    pub results: Vec<LeaseOutcome>,
+}
+
+/// How one completion of a [`CompletedLeases`] went: `status` when it
+/// was written, `error` (the API's error shape) when it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaseOutcome {
+    /// The task the entry named.
+    pub task: Uuid,
+    /// The task's status once written: `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    /// Why the entry was refused (`lease_lost`, `not_found`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::ErrorDetail>,
+}
+
 /// `POST /v1/leases/{lease}/heartbeat` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatResponse {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
-use aruntime_api::{CompleteRequest, NewCheckpoint, NewTask};
+use anyhow::{Result, bail};
+use aruntime_api::{CompleteRequest, LeaseCompletion, NewCheckpoint, NewTask};
 use aruntime_client::{Client, Finish};
 use aruntime_core::{Artifact, Clock, SystemClock, Timestamp};
 use aruntime_store::{ClaimParams, Store, claim_waiting};
@@ -49,6 +49,9 @@ pub(crate) trait Api: Send + Sync {
     ) -> Result<()>;
     /// Completes a task.
     async fn complete(&self, l: &Lease, result: Value) -> Result<()>;
+    /// Completes several tasks in one call, each with `result`; fails if
+    /// any of them was refused.
+    async fn complete_many(&self, leases: &[Lease], result: Value) -> Result<()>;
     /// Stores a blob; returns its sha256.
     async fn blob(&self, bytes: Vec<u8>) -> Result<String>;
     /// How many claims are long-polling now, over every node.
@@ -173,6 +176,20 @@ impl Api for Embedded {
         Ok(())
     }
 
+    async fn complete_many(&self, leases: &[Lease], result: Value) -> Result<()> {
+        // What `POST /v1/leases/complete` does: every entry reaches the
+        // writer at once.
+        let at = now();
+        futures::future::try_join_all(leases.iter().map(|l| {
+            let how = aruntime_store::Finish::Complete {
+                result: result.clone(),
+            };
+            self.store.task_finish(&self.tenant, l.task, &l.token, how, at)
+        }))
+        .await?;
+        Ok(())
+    }
+
     async fn blob(&self, bytes: Vec<u8>) -> Result<String> {
         Ok(self
             .store
@@ -257,6 +274,22 @@ impl Api for Http {
             result,
         });
         self.client().finish(l.task, &how).await?;
+        Ok(())
+    }
+
+    async fn complete_many(&self, leases: &[Lease], result: Value) -> Result<()> {
+        let completions = leases
+            .iter()
+            .map(|l| LeaseCompletion {
+                task: l.task,
+                lease: l.token.clone(),
+                result: result.clone(),
+            })
+            .collect();
+        let outcomes = self.client().complete_leases(completions).await?;
+        if let Some(e) = outcomes.iter().find_map(|o| o.error.as_ref()) {
+            bail!("a completion was refused: {} ({})", e.message, e.code);
+        }
         Ok(())
     }
 

@@ -24,7 +24,8 @@ pub use stats::Latency;
 use target::Target;
 pub use target::TargetKind;
 pub use workloads::{Measured, Named};
-use workloads::{Work, human};
+pub use workloads::Ack;
+use workloads::{Load, Work, human};
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -67,6 +68,9 @@ pub struct BenchArgs {
     /// time (one request per task, no batching), as many clients would.
     #[arg(long, default_value_t = 64)]
     pub producers: u32,
+    /// How workers acknowledge what a claim gave them in throughput runs.
+    #[arg(long, value_enum, default_value_t = Ack::Batch)]
+    pub ack: Ack,
     /// Samples for `latency`.
     #[arg(long, default_value_t = 300)]
     pub samples: u32,
@@ -129,40 +133,33 @@ pub struct Report {
     pub batch: u32,
     /// Concurrent producers creating tasks.
     pub producers: u32,
+    /// How workers acknowledge a claim's tasks.
+    pub ack: Ack,
     /// Per target.
     pub targets: Vec<TargetReport>,
     /// The sweep, when `--plot` was given.
     pub sweep: Vec<plot::Point>,
 }
 
+fn load(a: &BenchArgs, tasks: u64, work: Work) -> Load {
+    Load {
+        tasks,
+        producers: a.producers,
+        workers: a.workers,
+        batch: a.batch,
+        work,
+        ack: a.ack,
+    }
+}
+
 async fn run_workload(t: &Target, w: Workload, a: &BenchArgs, quiet: bool) -> Result<Measured> {
     let api = t.api.clone();
     match w {
-        Workload::Cycle => {
-            workloads::throughput(
-                api,
-                a.tasks,
-                a.producers,
-                a.workers,
-                a.batch,
-                Work::Plain,
-                quiet,
-            )
-            .await
-        }
+        Workload::Cycle => workloads::throughput(api, load(a, a.tasks, Work::Plain), quiet).await,
         Workload::Checkpointed => {
             // Each task moves 67 KB and four more writes: a tenth as many.
             let n = (a.tasks / 10).max(100);
-            workloads::throughput(
-                api,
-                n,
-                a.producers,
-                a.workers,
-                a.batch,
-                Work::Checkpointed,
-                quiet,
-            )
-            .await
+            workloads::throughput(api, load(a, n, Work::Checkpointed), quiet).await
         }
         Workload::Latency => workloads::latency(api, a.samples, quiet).await,
         Workload::Recovery => workloads::recovery(api, 5, quiet).await,
@@ -249,6 +246,7 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
         workers: a.workers,
         batch: a.batch,
         producers: a.producers,
+        ack: a.ack,
         targets: vec![],
         sweep: vec![],
     };
@@ -291,16 +289,12 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
             for workers in [1, 2, 4, 8, 16, 32] {
                 for batch in [1, 8, 32] {
                     eprintln!("  sweep: {workers} workers × batch {batch}");
-                    let m = workloads::throughput(
-                        t.api.clone(),
-                        n,
-                        a.producers,
+                    let shape = Load {
                         workers,
                         batch,
-                        Work::Plain,
-                        quiet,
-                    )
-                    .await?;
+                        ..load(&a, n, Work::Plain)
+                    };
+                    let m = workloads::throughput(t.api.clone(), shape, quiet).await?;
                     report.sweep.push(plot::Point {
                         workers,
                         batch,

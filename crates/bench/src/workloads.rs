@@ -45,6 +45,17 @@ fn named(name: &str, samples: &mut [Duration]) -> Named {
     }
 }
 
+/// How a worker acknowledges the tasks of one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ack {
+    /// One `POST /v1/leases/complete` for all of them, once all are worked
+    /// (what a worker on the client library does).
+    Batch,
+    /// One `POST /v1/tasks/{id}/complete` per task, as soon as it is worked.
+    Each,
+}
+
 /// How each leased task is worked in a throughput run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Work {
@@ -54,6 +65,7 @@ pub(crate) enum Work {
     Checkpointed,
 }
 
+/// Works one leased task up to (not including) its completion.
 async fn work_one(api: &dyn Api, l: &Lease, work: Work, state: &serde_json::Value) -> Result<()> {
     if work == Work::Checkpointed {
         for step in 1..=3 {
@@ -72,22 +84,39 @@ async fn work_one(api: &dyn Api, l: &Lease, work: Work, state: &serde_json::Valu
                 .await?;
         }
     }
-    api.complete(l, json!({"ok": true})).await
+    Ok(())
 }
 
-/// `cycle` and `checkpointed`: `producers` create `n` tasks, one request
-/// each, while `workers` lease them `batch` at a time and work them.
-/// Throughput is `n` over the time from the first create to the last
-/// completion.
-pub(crate) async fn throughput(
-    api: Arc<dyn Api>,
-    n: u64,
-    producers: u32,
-    workers: u32,
-    batch: u32,
-    work: Work,
-    quiet: bool,
-) -> Result<Measured> {
+/// The shape of a `cycle` or `checkpointed` run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Tasks created, and completed.
+    pub(crate) tasks: u64,
+    /// Concurrent producers, one create request per task.
+    pub(crate) producers: u32,
+    /// Concurrent workers.
+    pub(crate) workers: u32,
+    /// Leases per claim.
+    pub(crate) batch: u32,
+    /// What each task costs its worker.
+    pub(crate) work: Work,
+    /// How its worker acknowledges a claim's tasks.
+    pub(crate) ack: Ack,
+}
+
+/// `cycle` and `checkpointed`: producers create the tasks, one request
+/// each, while workers lease them `batch` at a time, work them and
+/// acknowledge them. Throughput is the tasks over the time from the first
+/// create to the last completion.
+pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Result<Measured> {
+    let Load {
+        tasks: n,
+        producers,
+        workers,
+        batch,
+        work,
+        ack,
+    } = load;
     let producers = u64::from(producers.max(1));
     let completed = Arc::new(AtomicU64::new(0));
     let lease_lat = Arc::new(Mutex::new(Vec::new()));
@@ -117,6 +146,7 @@ pub(crate) async fn throughput(
         );
         handles.push(tokio::spawn(async move {
             let name = format!("bench-w{w}");
+            let result = json!({"ok": true});
             while completed.load(Ordering::Relaxed) < n {
                 let t0 = Instant::now();
                 let leases = api.claim(&name, batch, 200, None).await?;
@@ -125,13 +155,22 @@ pub(crate) async fn throughput(
                 }
                 lease_lat.lock().await.push(t0.elapsed());
                 let done = try_join_all(leases.iter().map(|l| {
-                    let (api, state) = (api.clone(), &state);
+                    let (api, state, result) = (api.clone(), &state, &result);
                     async move {
                         work_one(api.as_ref(), l, work, state).await?;
+                        if ack == Ack::Each {
+                            api.complete(l, result.clone()).await?;
+                        }
                         anyhow::Ok(t0.elapsed())
                     }
                 }))
                 .await?;
+                let done = if ack == Ack::Batch {
+                    api.complete_many(&leases, result.clone()).await?;
+                    vec![t0.elapsed(); leases.len()]
+                } else {
+                    done
+                };
                 completed.fetch_add(done.len() as u64, Ordering::Relaxed);
                 e2e_lat.lock().await.extend(done);
             }
@@ -159,7 +198,14 @@ pub(crate) async fn throughput(
     Ok(Measured {
         tasks_per_s: Some(n as f64 / elapsed.as_secs_f64()),
         latencies: vec![named("lease", &mut lease), named("lease→done", &mut e2e)],
-        notes: vec![format!("{n} tasks in {:.2} s", elapsed.as_secs_f64())],
+        notes: vec![format!(
+            "{n} tasks in {:.2} s, {}",
+            elapsed.as_secs_f64(),
+            match ack {
+                Ack::Batch => "one completion request per claim",
+                Ack::Each => "one completion request per task",
+            }
+        )],
     })
 }
 

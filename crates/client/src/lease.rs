@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use aruntime_api::{
-    BlockRequest, CompleteRequest, FailRequest, GrantedLease, NewCheckpoint, ReleaseRequest,
+    BlockRequest, CompleteRequest, ErrorCode, FailRequest, GrantedLease, LeaseCompletion,
+    LeaseOutcome, NewCheckpoint, ReleaseRequest,
 };
 use aruntime_core::context::ContextBundle;
 use aruntime_core::{Artifact, Checkpoint, Task, Timestamp};
@@ -217,6 +218,42 @@ impl LeaseHandle {
             do_not_retry: vec![],
         };
         self.finish(Finish::Release(req)).await
+    }
+}
+
+impl Client {
+    /// Completes held leases in one request, each with its result, and
+    /// settles each handle by its own outcome: finished (heartbeat
+    /// stopped), lost, or still held when the entry failed for another
+    /// reason. Outcomes come back in the order given.
+    pub async fn complete_all(&self, done: Vec<(&LeaseHandle, Value)>) -> Result<Vec<LeaseOutcome>> {
+        let mut handles = Vec::with_capacity(done.len());
+        let mut completions = Vec::with_capacity(done.len());
+        for (h, result) in done {
+            completions.push(LeaseCompletion {
+                task: h.task_id(),
+                lease: h.granted.lease.clone(),
+                result,
+            });
+            handles.push(h);
+        }
+        let outcomes = self.complete_leases(completions).await?;
+        for (h, o) in handles.into_iter().zip(&outcomes) {
+            match &o.error {
+                None => {
+                    h.heartbeat.abort();
+                    h.state.send_replace(LeaseState::Finished);
+                }
+                Some(e) if e.code == ErrorCode::LeaseLost.as_str() => {
+                    h.heartbeat.abort();
+                    h.state.send_replace(LeaseState::Lost {
+                        reason: e.message.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(outcomes)
     }
 }
 

@@ -26,10 +26,11 @@ use std::time::Duration;
 
 use aruntime_api::{
     AttemptList, BlobRef, Board, BoardQuery, CheckpointList, ClaimRequest, ClaimResponse,
-    CreateTenant, CreateToken, DecisionList, EventPage, EventQuery, HeartbeatResponse,
+    CompleteLeases, CompletedLeases, CreateTenant, CreateToken, DecisionList, EventPage, EventQuery, HeartbeatResponse,
     NewCheckpoint, NewDecision, NewTask, PlanImport, PlanImported, TaskPage, TaskPatch, TaskQuery,
     Tenant, TokenCreated,
 };
+pub use aruntime_api::{LeaseCompletion, LeaseOutcome};
 use aruntime_core::context::Format;
 use aruntime_core::{Checkpoint, Decision, Role, Task};
 use bytes::Bytes;
@@ -417,6 +418,21 @@ impl Client {
     pub async fn checkpoint(&self, id: Uuid, cp: &NewCheckpoint) -> Result<Checkpoint> {
         let path = format!("/v1/tasks/{id}/checkpoints");
         self.json(Method::POST, &path, Some(cp)).await
+    }
+
+    /// Completes several leased tasks in one request (`POST
+    /// /v1/leases/complete`). Each outcome stands alone: one entry's lost
+    /// lease is its own `error`, not the call's. For held
+    /// [`LeaseHandle`]s, [`Client::complete_all`] also stops their heartbeats.
+    pub async fn complete_leases(
+        &self,
+        completions: Vec<LeaseCompletion>,
+    ) -> Result<Vec<LeaseOutcome>> {
+        let req = CompleteLeases { completions };
+        let r: CompletedLeases = self
+            .json(Method::POST, "/v1/leases/complete", Some(&req))
+            .await?;
+        Ok(r.results)
     }
 
     /// Completes, fails, blocks or releases a task; `body` carries the lease.

@@ -45,16 +45,23 @@ impl ApiError {
 /// Handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
 
+impl ApiError {
+    /// The body's inside, as batch answers carry it per entry.
+    pub fn detail(self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.as_str().to_owned(),
+            message: self.message,
+            details: self.details,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.as_str().to_owned(),
-                message: self.message,
-                details: self.details,
-            },
+            error: self.detail(),
         };
         (status, Json(body)).into_response()
     }

@@ -283,6 +283,16 @@ pub fn document() -> Value {
         200,
         r,
     );
+    let (b, r) = (s!(CompleteLeases), s!(CompletedLeases));
+    d.op(
+        "post",
+        "/v1/leases/complete",
+        "Complete several leased tasks; each entry succeeds or fails alone",
+        b,
+        none(),
+        200,
+        r,
+    );
     let r = s!(HeartbeatResponse);
     d.op(
         "post",

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use aruntime_api::{
-    BlockRequest, ClaimRequest, ClaimResponse, CompleteRequest, FailRequest, GrantedLease,
-    HeartbeatResponse, NewCheckpoint, ReleaseRequest,
+    BlockRequest, ClaimRequest, ClaimResponse, CompleteLeases, CompleteRequest, CompletedLeases,
+    FailRequest, GrantedLease, HeartbeatResponse, LeaseOutcome, NewCheckpoint, ReleaseRequest,
 };
 use aruntime_core::{Checkpoint, Permission, Task};
 use aruntime_store::{ClaimParams, Finish, claim_waiting};
@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::auth::Auth;
-use crate::error::{ApiJson, ApiResult, task_id};
+use crate::error::{ApiError, ApiJson, ApiResult, task_id};
 use crate::state::AppState;
 
 /// `POST /v1/leases`: long-polls up to `wait_ms` (see [`claim_waiting`]),
@@ -124,6 +124,37 @@ pub(super) async fn complete(
         Finish::Complete { result: r.result },
     )
     .await
+}
+
+/// `POST /v1/leases/complete`: every entry goes to the writer at once, so
+/// they usually share one transaction; each is answered as it would be
+/// alone.
+pub(super) async fn complete_many(
+    State(s): State<AppState>,
+    auth: Auth,
+    ApiJson(r): ApiJson<CompleteLeases>,
+) -> ApiResult<Json<CompletedLeases>> {
+    auth.require(Permission::Work)?;
+    r.validate()?;
+    let (tenant, now) = (auth.tenant(), s.clock.now());
+    let store = s.store.as_ref();
+    let results = futures::future::join_all(r.completions.into_iter().map(|c| async move {
+        let how = Finish::Complete { result: c.result };
+        match store.task_finish(tenant, c.task, &c.lease, how, now).await {
+            Ok(t) => LeaseOutcome {
+                task: c.task,
+                status: Some(t.status),
+                error: None,
+            },
+            Err(e) => LeaseOutcome {
+                task: c.task,
+                status: None,
+                error: Some(ApiError::from(e).detail()),
+            },
+        }
+    }))
+    .await;
+    Ok(Json(CompletedLeases { results }))
 }
 
 pub(super) async fn fail(

@@ -66,6 +66,7 @@ fn api(state: AppState) -> Router {
         .route("/v1/tasks/{id}/context", get(tasks::context))
         .route("/v1/board", get(tasks::board))
         .route("/v1/leases", post(leases::claim))
+        .route("/v1/leases/complete", post(leases::complete_many))
         .route("/v1/leases/{lease}/heartbeat", post(leases::heartbeat))
         .route("/v1/events", get(events::list))
         .route("/v1/blobs/{sha256}", get(blobs::get))
