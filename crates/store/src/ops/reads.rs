@@ -480,7 +480,8 @@ pub(crate) async fn tenants_with_expired(
     limit: u32,
 ) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT DISTINCT tenant_id FROM tasks WHERE status = 'running' AND lease_expires_at <= $1 LIMIT $2",
+        // `+ 0`: see `claim_sql`.
+        "SELECT DISTINCT tenant_id FROM tasks WHERE status = 'running' AND lease_expires_at <= $1 LIMIT $2 + 0",
     )
     .bind(now.0)
     .bind(i64::from(limit))
