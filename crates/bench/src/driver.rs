@@ -184,7 +184,8 @@ impl Api for Embedded {
             let how = aruntime_store::Finish::Complete {
                 result: result.clone(),
             };
-            self.store.task_finish(&self.tenant, l.task, &l.token, how, at)
+            self.store
+                .task_finish(&self.tenant, l.task, &l.token, how, at)
         }))
         .await?;
         Ok(())

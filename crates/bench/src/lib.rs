@@ -23,9 +23,9 @@ pub use plot::Point;
 pub use stats::Latency;
 use target::Target;
 pub use target::TargetKind;
-pub use workloads::{Measured, Named};
 pub use workloads::Ack;
 use workloads::{Load, Work, human};
+pub use workloads::{Measured, Named};
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -226,7 +226,10 @@ impl Client {
     /// settles each handle by its own outcome: finished (heartbeat
     /// stopped), lost, or still held when the entry failed for another
     /// reason. Outcomes come back in the order given.
-    pub async fn complete_all(&self, done: Vec<(&LeaseHandle, Value)>) -> Result<Vec<LeaseOutcome>> {
+    pub async fn complete_all(
+        &self,
+        done: Vec<(&LeaseHandle, Value)>,
+    ) -> Result<Vec<LeaseOutcome>> {
         let mut handles = Vec::with_capacity(done.len());
         let mut completions = Vec::with_capacity(done.len());
         for (h, result) in done {

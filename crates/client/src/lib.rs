@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use aruntime_api::{
     AttemptList, BlobRef, Board, BoardQuery, CheckpointList, ClaimRequest, ClaimResponse,
-    CompleteLeases, CompletedLeases, CreateTenant, CreateToken, DecisionList, EventPage, EventQuery, HeartbeatResponse,
-    NewCheckpoint, NewDecision, NewTask, PlanImport, PlanImported, TaskPage, TaskPatch, TaskQuery,
-    Tenant, TokenCreated,
+    CompleteLeases, CompletedLeases, CreateTenant, CreateToken, DecisionList, EventPage,
+    EventQuery, HeartbeatResponse, NewCheckpoint, NewDecision, NewTask, PlanImport, PlanImported,
+    TaskPage, TaskPatch, TaskQuery, Tenant, TokenCreated,
 };
 pub use aruntime_api::{LeaseCompletion, LeaseOutcome};
 use aruntime_core::context::Format;

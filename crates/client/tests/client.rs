@@ -237,3 +237,44 @@ async fn plans_import_once_and_grow_by_key(pg: bool) {
     let all = s.client.tasks_all(&TaskQuery::default()).await.unwrap();
     assert_eq!(all.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_leases_together_settles_each_handle_by_its_own_outcome() {
+    let s = start().await;
+    let mut held = vec![];
+    // The first lease lasts a minute, the second 3 s.
+    for (i, ttl_s) in [(0, 60), (1, 3)] {
+        s.client
+            .task_create(&NewTask::titled(format!("job {i}")), None)
+            .await
+            .unwrap();
+        let req = ClaimRequest {
+            ttl_s: Some(ttl_s),
+            ..claim("w1")
+        };
+        held.push(s.client.claim(&req).await.unwrap().pop().unwrap());
+    }
+    // The mock clock passes the second lease's TTL; another worker takes
+    // its task.
+    s.clock.advance_ms(4_000);
+    let taken = s.client.claim(&claim("w2")).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].task_id(), held[1].task_id());
+    let outcomes = s
+        .client
+        .complete_all(vec![
+            (&held[0], json!({"n": 0})),
+            (&held[1], json!({"n": 1})),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].task, held[0].task_id());
+    assert_eq!(outcomes[0].status, Some(TaskStatus::Done));
+    let lost = outcomes[1].error.as_ref().map(|e| e.code.as_str());
+    assert_eq!(lost, Some("lease_lost"));
+    assert_eq!(held[0].state(), LeaseState::Finished);
+    assert!(held[1].is_lost());
+    // The task taken over is untouched.
+    let t = s.client.task(held[1].task_id()).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Running);
+}

@@ -600,6 +600,89 @@ async fn idempotency_key_makes_create_safe_to_retry(backend: Backend) {
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
 }
 
+/// `POST /v1/leases/complete`: each entry is answered as if sent alone,
+/// in the order sent, and one refused entry changes nothing for the others.
+async fn batch_completion_answers_each_entry_alone(backend: Backend) {
+    let srv = server!(backend);
+    let worker = srv.token("default", "worker").await;
+    for i in 0..3 {
+        srv.task(&srv.admin, json!({"title": format!("t{i}")}))
+            .await;
+    }
+    let leases = srv.claim(&worker, "w", 3).await;
+    assert_eq!(leases.len(), 3);
+    let task = |i: usize| leases[i]["task"]["id"].as_str().unwrap().to_owned();
+    let lease = |i: usize| leases[i]["lease"].as_str().unwrap().to_owned();
+    let never = "00000000-0000-7000-8000-000000000000";
+    let body = json!({"completions": [
+        {"task": task(0), "lease": lease(0), "result": {"n": 0}},
+        {"task": task(1), "lease": lease(2)},
+        {"task": never, "lease": lease(1)},
+        {"task": task(2), "lease": lease(2), "result": {"n": 2}},
+        {"task": task(0), "lease": lease(0)},
+    ]});
+    let (s, v) = srv.post("/v1/leases/complete", &worker, body).await;
+    assert_eq!(s, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    let got: Vec<(String, String)> = results
+        .iter()
+        .map(|r| {
+            let outcome = r["status"].as_str().or(r["error"]["code"].as_str());
+            (
+                r["task"].as_str().unwrap().to_owned(),
+                outcome.unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        (task(0), "done"),
+        (task(1), "lease_lost"),
+        (never.to_owned(), "not_found"),
+        (task(2), "done"),
+        // The same task again: its lease ended with the first entry.
+        (task(0), "lease_lost"),
+    ]
+    .map(|(t, o)| (t, o.to_owned()));
+    assert_eq!(got, want);
+    for (i, status, result) in [
+        (0, "done", json!({"n": 0})),
+        (1, "running", Value::Null),
+        (2, "done", json!({"n": 2})),
+    ] {
+        let (_, t) = srv.get(&format!("/v1/tasks/{}", task(i)), &srv.admin).await;
+        assert_eq!(t["status"], status, "{t}");
+        assert_eq!(t["result"], result, "{t}");
+    }
+    // Task 1's own lease still completes it.
+    let body = json!({"completions": [{"task": task(1), "lease": lease(1)}]});
+    let (s, v) = srv.post("/v1/leases/complete", &worker, body).await;
+    assert_eq!(
+        (s, v["results"][0]["status"].as_str()),
+        (200, Some("done")),
+        "{v}"
+    );
+    // The request as a whole is checked first.
+    let (s, v) = srv
+        .post("/v1/leases/complete", &worker, json!({"completions": []}))
+        .await;
+    assert_eq!((s, code(&v)), (422, "invalid_input"), "{v}");
+    let many: Vec<Value> = (0..101)
+        .map(|_| json!({"task": never, "lease": "x"}))
+        .collect();
+    let (s, v) = srv
+        .post("/v1/leases/complete", &worker, json!({"completions": many}))
+        .await;
+    assert_eq!((s, code(&v)), (422, "invalid_input"), "{v}");
+    let (s, v) = srv
+        .post(
+            "/v1/leases/complete",
+            &worker,
+            json!({"completions": [{"task": "nope", "lease": "x"}]}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (422, "invalid_input"), "{v}");
+}
+
 backends!(
     eight_workers_race_for_500_tasks_and_each_completes_once,
     zombie_worker_is_fenced_and_next_attempt_resumes_from_its_checkpoint,
@@ -611,4 +694,5 @@ backends!(
     a_long_poll_is_woken_by_a_new_task,
     parked_claims_get_only_what_they_may_take,
     idempotency_key_makes_create_safe_to_retry,
+    batch_completion_answers_each_entry_alone,
 );

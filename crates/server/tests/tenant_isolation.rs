@@ -608,6 +608,12 @@ async fn other_tenant_cannot_claim_tasks_or_use_a_lease(backend: Backend) {
     if (s, code(&v)) != (409, "lease_lost") {
         failures.push(format!("B completes its task with A's lease: {s} {v}"));
     }
+    // Nor does a batch of completions reach A's task, even with A's lease.
+    let body = json!({"completions": [{"task": w.dep, "lease": w.lease}]});
+    let (s, v) = w.ts.post("/v1/leases/complete", w.b("worker"), body).await;
+    if (s, v["results"][0]["error"]["code"].as_str()) != (200, Some("not_found")) {
+        failures.push(format!("B completes A's task in a batch: {s} {v}"));
+    }
     assert!(
         failures.is_empty(),
         "{} isolation failures:\n{}",
