@@ -26,6 +26,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::bulk::{Kind, MAX_ROWS, Rows};
+use super::dialect;
 use super::leases;
 use super::rows::{self, TASK_COLS, json_text, to_json};
 use super::tasks::{self, CLEAR_LEASE, events, release_dependents};
@@ -232,56 +233,76 @@ async fn create_many(
     Ok(out)
 }
 
-/// Completes, in one statement, the tasks whose lease the write holds
-/// (the statement checks the lease as [`leases::lease_is_live`] does),
-/// closes their attempts in one, logs them and releases their dependents.
-/// A write the statement does not complete (a lost lease, another tenant's
-/// task, a second completion of the same task) is left unanswered and runs
-/// alone afterwards, for the answer it would have had alone.
+/// Checks every lease in one read, completes the tasks whose lease
+/// matches in one statement, closes their attempts in one, logs them in two
+/// and releases their dependents.
 pub(crate) async fn complete_many(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: &[&Pending],
 ) -> Result<Vec<Option<Result<Task>>>> {
     let t = transition(Some(TaskStatus::Running), Command::Complete)?;
+    let ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|p| match &p.op {
+            Grouped::Complete { id, .. } => Some(*id),
+            Grouped::Create(_) | Grouped::Claim(_) => None,
+        })
+        .collect();
+    // The leases `check_lease` reads, for all of them at once, by
+    // primary key (a predicate on status or token lets PostgreSQL prefer an
+    // index of running tasks, which a churning queue fills with dead rows).
+    let sql = format!(
+        "SELECT id, status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = $1 AND id {}{}",
+        dialect::in_list("$2"),
+        dialect::FOR_UPDATE
+    );
+    let leases = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(to_json(&ids))
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    let mut held: HashMap<Uuid, (String, Timestamp)> = HashMap::with_capacity(leases.len());
+    for row in &leases {
+        let token: Option<String> = row.try_get("lease_token")?;
+        let expires: Option<i64> = row.try_get("lease_expires_at")?;
+        if let (TaskStatus::Running, Some(token), Some(expires)) =
+            (rows::status(row)?, token, expires)
+        {
+            held.insert(rows::uuid(row, "id")?, (token, Timestamp(expires)));
+        }
+    }
+    // Each task completes at most once here: the first matching write of
+    // it wins; any other runs alone afterwards, and is answered as then.
     const DONE: &[(&str, Kind)] = &[
         ("v_id", Kind::Text),
-        ("v_token", Kind::Text),
         ("v_result", Kind::Text),
         ("v_now", Kind::Int),
     ];
-    // One entry per task: with two, which one an `UPDATE … FROM` applies
-    // is undefined, and RETURNING cannot say.
-    let mut entry: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
+    let mut winners: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
     let mut done = Rows::new(DONE);
     for (i, p) in items.iter().enumerate() {
         let Grouped::Complete { id, token, result } = &p.op else {
             continue;
         };
-        if entry.contains_key(id) {
-            continue;
+        let lease = held.get(id).map(|(t, expires)| (t.as_str(), *expires));
+        let live = leases::lease_is_live(lease, token, p.now);
+        if live && !winners.contains_key(id) {
+            winners.insert(*id, i);
+            done.push([
+                id.to_string().into(),
+                json_text(result).into(),
+                p.now.0.into(),
+            ]);
         }
-        entry.insert(*id, i);
-        done.push([
-            id.to_string().into(),
-            token.as_str().into(),
-            json_text(result).into(),
-            p.now.0.into(),
-        ]);
     }
     if done.is_empty() {
         return Ok(items.iter().map(|_| None).collect());
     }
-    // The token is compared through COALESCE so that no index of tokens
-    // (nor of running tasks) can serve the lookup: PostgreSQL would prefer
-    // them, and a churning queue fills them with dead rows. The primary
-    // key finds each task.
     let (with, mut p) = done.with_clause();
     let sql = format!(
         "{with} UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
          updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant} AND tasks.id = v.v_id \
-         AND tasks.status = 'running' AND COALESCE(tasks.lease_token, '') = v.v_token \
-         AND tasks.lease_expires_at > v.v_now \
          RETURNING {TASK_COLS}",
         status = p.next(),
         tenant = p.next(),
@@ -303,7 +324,7 @@ pub(crate) async fn complete_many(
     let mut released = Vec::with_capacity(returned.len());
     for row in &returned {
         let task = rows::task(row)?;
-        let Some(&i) = entry.get(&task.id) else {
+        let Some(&i) = winners.get(&task.id) else {
             continue;
         };
         // A running task's `attempts` is its lease's attempt number.
