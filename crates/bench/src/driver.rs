@@ -177,17 +177,17 @@ impl Api for Embedded {
     }
 
     async fn complete_many(&self, leases: &[Lease], result: Value) -> Result<()> {
-        // What `POST /v1/leases/complete` does: every entry reaches the
-        // writer at once.
-        let at = now();
-        futures::future::try_join_all(leases.iter().map(|l| {
-            let how = aruntime_store::Finish::Complete {
-                result: result.clone(),
-            };
-            self.store
-                .task_finish(&self.tenant, l.task, &l.token, how, at)
-        }))
-        .await?;
+        let entries = leases
+            .iter()
+            .map(|l| (l.task, l.token.clone(), result.clone()))
+            .collect();
+        for answer in self
+            .store
+            .task_complete_many(&self.tenant, entries, now())
+            .await
+        {
+            answer?;
+        }
         Ok(())
     }
 

@@ -126,9 +126,8 @@ pub(super) async fn complete(
     .await
 }
 
-/// `POST /v1/leases/complete`: every entry goes to the writer at once, so
-/// they usually share one transaction; each is answered as it would be
-/// alone.
+/// `POST /v1/leases/complete`: see
+/// [`task_complete_many`](aruntime_store::Store::task_complete_many).
 pub(super) async fn complete_many(
     State(s): State<AppState>,
     auth: Auth,
@@ -136,24 +135,32 @@ pub(super) async fn complete_many(
 ) -> ApiResult<Json<CompletedLeases>> {
     auth.require(Permission::Work)?;
     r.validate()?;
-    let (tenant, now) = (auth.tenant(), s.clock.now());
-    let store = s.store.as_ref();
-    let results = futures::future::join_all(r.completions.into_iter().map(|c| async move {
-        let how = Finish::Complete { result: c.result };
-        match store.task_finish(tenant, c.task, &c.lease, how, now).await {
+    let tasks: Vec<_> = r.completions.iter().map(|c| c.task).collect();
+    let entries = r
+        .completions
+        .into_iter()
+        .map(|c| (c.task, c.lease, c.result))
+        .collect();
+    let answers = s
+        .store
+        .task_complete_many(auth.tenant(), entries, s.clock.now())
+        .await;
+    let results = tasks
+        .into_iter()
+        .zip(answers)
+        .map(|(task, answer)| match answer {
             Ok(t) => LeaseOutcome {
-                task: c.task,
+                task,
                 status: Some(t.status),
                 error: None,
             },
             Err(e) => LeaseOutcome {
-                task: c.task,
+                task,
                 status: None,
                 error: Some(ApiError::from(e).detail()),
             },
-        }
-    }))
-    .await;
+        })
+        .collect();
     Ok(Json(CompletedLeases { results }))
 }
 
