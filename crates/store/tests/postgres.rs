@@ -1,6 +1,7 @@
 //! What only the PostgreSQL backend has to show: claims stay an index walk
-//! however many finished tasks the table holds, and nodes starting together
-//! migrate once.
+//! however many finished tasks the table holds, lookups by id stay primary
+//! key probes as the table grows (the store keeps statistics fresh), and
+//! nodes starting together migrate once.
 
 use aruntime_api::NewTask;
 use aruntime_core::{Clock, MockClock};
@@ -78,4 +79,104 @@ async fn nodes_starting_together_migrate_once() {
             .await
             .unwrap();
     assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+/// A table that grew after it was last analyzed gets fresh statistics from
+/// the store itself (autovacuum may be late, or off), and with them a
+/// lookup of tasks by id probes the primary key for each id. Without them a
+/// plan cached while the table was small stays, and reads the whole tenant
+/// to filter it by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_statistics_are_refreshed_so_lookups_by_id_use_the_primary_key() {
+    let Some(db) = aruntime_testkit::TestDb::create().await else {
+        return;
+    };
+    // The store's own refresh runs on a timer; this test calls it instead.
+    let cfg = PgConfig {
+        statistics_every: None,
+        ..PgConfig::new(&db.url)
+    };
+    let store = PgStore::open(&cfg).await.unwrap();
+    let clock = MockClock::default();
+    store.bootstrap("h", clock.now()).await.unwrap();
+    let first = store.refresh_statistics().await.unwrap();
+    assert!(first.contains(&"tenants".to_owned()), "{first:?}");
+    assert!(
+        !first.contains(&"tasks".to_owned()),
+        "an empty table has nothing to analyze: {first:?}"
+    );
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let insert = |from: u32, to: u32| {
+        format!(
+            "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+               parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, created_at, updated_at) \
+             SELECT 'default', 'done-' || g, 'old', '', '[]', '[]', 0, 'done', false, NULL, '[]', 0, 3, 60, g, g \
+             FROM generate_series({from}, {to}) AS g"
+        )
+    };
+    // A connection caches its plan of a lookup while the table is small,
+    // as a server's connections do on a new database...
+    sqlx::raw_sql(sqlx::AssertSqlSafe(insert(1, 200)))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let lookup = "EXPLAIN EXECUTE lookup('default', '[\"done-1\", \"done-2\"]')";
+    sqlx::raw_sql(
+        "SET plan_cache_mode = force_generic_plan; \
+         PREPARE lookup(text, text) AS SELECT id, status FROM tasks \
+         WHERE tenant_id = $1 AND id = ANY(ARRAY(SELECT jsonb_array_elements_text(($2)::jsonb))) FOR UPDATE",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let plan = |rows: Vec<String>| rows.join("\n");
+    let small = plan(
+        sqlx::query_scalar(lookup)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap(),
+    );
+    // ...and keeps it once the table is large.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(insert(201, 20_000)))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let before = plan(
+        sqlx::query_scalar(lookup)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap(),
+    );
+    eprintln!("lookup by id, planned at 200 tasks, run at 20,000:\n{before}");
+    assert_eq!(small, before, "the plan made at 200 tasks is kept");
+    assert!(
+        before.contains("Filter: (id = ANY"),
+        "without statistics the whole tenant is read and filtered by id:\n{before}"
+    );
+
+    let analyzed = store.refresh_statistics().await.unwrap();
+    assert!(analyzed.contains(&"tasks".to_owned()), "{analyzed:?}");
+    let tuples: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'tasks'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!((19_000.0..21_000.0).contains(&tuples), "{tuples}");
+    let after = plan(
+        sqlx::query_scalar(lookup)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap(),
+    );
+    eprintln!("lookup by id after the refresh:\n{after}");
+    assert!(
+        after.contains("Index Cond: ((tenant_id = $1) AND (id = ANY"),
+        "each id is a probe of the primary key:\n{after}"
+    );
+    assert!(!after.contains("Filter"), "{after}");
+
+    let again = store.refresh_statistics().await.unwrap();
+    assert!(
+        !again.contains(&"tasks".to_owned()),
+        "fresh statistics are left alone: {again:?}"
+    );
 }

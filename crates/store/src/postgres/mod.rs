@@ -34,6 +34,7 @@ mod reads;
 #[path = "../ops/rows.rs"]
 mod rows;
 mod schema;
+mod stats;
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/store.rs"]
 mod store;
@@ -245,6 +246,10 @@ pub struct PgConfig {
     pub max_batch: usize,
     /// Longest a statement may run before it is cancelled.
     pub statement_timeout: Duration,
+    /// How often the store looks for tables with stale planner statistics
+    /// and analyzes them (see [`PgStore::refresh_statistics`]); `None`
+    /// leaves them to autovacuum and the operator.
+    pub statistics_every: Option<Duration>,
 }
 
 impl PgConfig {
@@ -255,6 +260,7 @@ impl PgConfig {
             read_connections: 8,
             max_batch: 512,
             statement_timeout: Duration::from_secs(30),
+            statistics_every: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -264,6 +270,16 @@ pub struct PgStore {
     writer: Writer,
     read: Pool,
     wakeups: Arc<Wakeups>,
+    /// The task keeping planner statistics current ([`stats`]), if any.
+    stats: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(task) = &self.stats {
+            task.abort();
+        }
+    }
 }
 
 impl PgStore {
@@ -291,8 +307,12 @@ impl PgStore {
             .await?;
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(listen(read.clone(), wakeups.clone()));
+        stats::warn_if_autovacuum_off(&read).await?;
         Ok(PgStore {
             writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?,
+            stats: cfg
+                .statistics_every
+                .map(|every| tokio::spawn(stats::keep_fresh(read.clone(), every)).abort_handle()),
             read,
             wakeups,
         })
@@ -300,6 +320,13 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Analyzes aruntime's tables whose planner statistics are missing or
+    /// stale, as the store does by itself every second; returns the tables
+    /// analyzed (none while another node is at it).
+    pub async fn refresh_statistics(&self) -> Result<Vec<String>> {
+        stats::refresh(&self.read).await
+    }
+
     /// `EXPLAIN` of the claim statement for `tenant`, as PostgreSQL would run
     /// it now: to check that claims stay an index walk as the table grows.
     pub async fn explain_claim(
