@@ -15,6 +15,10 @@ use serde_json::json;
 struct Harness {
     store: Arc<dyn Store>,
     clock: MockClock,
+    /// A URL for connecting to the store's database behind its back, to
+    /// make it refuse some writes.
+    url: String,
+    postgres: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -27,6 +31,8 @@ impl Harness {
         let h = Harness {
             store,
             clock: MockClock::default(),
+            url: format!("sqlite://{}", dir.path().join("aruntime.db").display()),
+            postgres: false,
             _dir: dir,
         };
         assert!(
@@ -45,6 +51,8 @@ impl Harness {
         let h = Harness {
             store,
             clock: MockClock::default(),
+            url: db.url.clone(),
+            postgres: true,
             _dir: tempfile::tempdir().unwrap(),
         };
         assert!(
@@ -72,6 +80,27 @@ impl Harness {
             capabilities: vec![],
             max,
             ttl_s: Some(30),
+        }
+    }
+
+    /// Makes the database itself refuse every task titled `boom`, the way
+    /// a constraint or a full disk refuses a write the store let through.
+    async fn refuse_boom(&self) {
+        use sqlx::Connection;
+        let sql = if self.postgres {
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.title = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_boom BEFORE INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION refuse_boom()"
+        } else {
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON tasks WHEN NEW.title = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+        };
+        if self.postgres {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
         }
     }
 
@@ -121,6 +150,7 @@ conformance!(
     stale_lease_writes_change_nothing,
     expiry_is_enforced_at_claim_time_without_a_sweeper,
     one_refused_write_does_not_spoil_its_batch,
+    a_group_the_database_refuses_does_not_spoil_its_batch,
     event_log_is_gapless_per_tenant,
     a_write_with_more_events_than_one_statement_holds_keeps_the_log_gapless,
     completion_readies_dependents_in_the_same_transaction,
@@ -315,6 +345,114 @@ async fn one_refused_write_does_not_spoil_its_batch(h: &Harness) {
         assert_eq!(h.store.task_get("default", id).await.unwrap().status, want);
     }
     assert_eq!(h.events("default").await.len(), events_before + 20);
+}
+
+/// The writer runs groups of creates, claims and completions without
+/// savepoints, and runs the batch again with them when one fails. Here the
+/// database refuses some creates: those fail alone, and everything that
+/// shared their batches (other creates, completions, claims, a parked
+/// claim) is answered and stored exactly once, with a gapless log.
+async fn a_group_the_database_refuses_does_not_spoil_its_batch(h: &Harness) {
+    h.refuse_boom().await;
+    for i in 0..8 {
+        h.task("default", NewTask::titled(format!("first{i}")))
+            .await;
+    }
+    let now = h.clock.now();
+    let leases = h
+        .store
+        .lease_claim("default", Harness::params("w", 8), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(leases.len(), 8);
+    let events_before = h.events("default").await.len();
+    // A claim waiting on the empty queue, which some batch below serves.
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let (store, clock) = (
+        h.store.clone(),
+        Arc::new(MockClock::new(h.clock.now())) as Arc<dyn Clock>,
+    );
+    let waiting = tokio::spawn(async move {
+        aruntime_store::claim_waiting(
+            store.as_ref(),
+            &clock,
+            "default",
+            &Harness::params("parked", 1),
+            std::time::Duration::from_secs(60),
+            &mut stop,
+            || (),
+        )
+        .await
+    });
+    let mut creates = vec![];
+    for i in 0..48 {
+        let store = h.store.clone();
+        let title = if i % 4 == 1 {
+            "boom".to_owned()
+        } else {
+            format!("ok{i}")
+        };
+        creates.push(tokio::spawn(async move {
+            let r = store
+                .task_create("default", NewTask::titled(title.clone()), None, now)
+                .await;
+            (title, r.map(|t| t.value.id))
+        }));
+    }
+    let mut finishes = vec![];
+    for l in &leases {
+        let (store, id, token) = (h.store.clone(), l.task.id, l.lease.clone());
+        finishes.push(tokio::spawn(async move {
+            let how = Finish::Complete { result: json!(1) };
+            store.task_finish("default", id, &token, how, now).await
+        }));
+    }
+    let mut made = HashSet::new();
+    for j in creates {
+        let (title, r) = j.await.unwrap();
+        match r {
+            Ok(id) => {
+                assert_ne!(title, "boom", "the database refuses these");
+                assert!(made.insert(id));
+            }
+            Err(e) => assert_eq!(title, "boom", "a create that shared a batch failed: {e}"),
+        }
+    }
+    assert_eq!(made.len(), 36);
+    for j in finishes {
+        assert_eq!(j.await.unwrap().unwrap().status, TaskStatus::Done);
+    }
+    let got = waiting.await.unwrap().unwrap().granted;
+    assert_eq!(got.len(), 1, "the parked claim is served once");
+    assert!(made.contains(&got[0].task.id));
+    let task = h
+        .store
+        .task_finish(
+            "default",
+            got[0].task.id,
+            &got[0].lease,
+            Finish::Complete { result: json!(2) },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Done);
+    let all = h
+        .store
+        .task_list("default", &TaskQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.tasks.len(), 8 + 36, "no create stored twice, none lost");
+    let events = h.events("default").await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let gapless: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, gapless);
+    let new = &events[events_before..];
+    let count = |kind: &str| new.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count("task.created"), 36);
+    assert_eq!(count("task.completed"), 8 + 1);
+    assert_eq!(count("task.leased"), 1);
 }
 
 async fn event_log_is_gapless_per_tenant(h: &Harness) {

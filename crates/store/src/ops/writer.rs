@@ -14,9 +14,15 @@
 //! COMMIT: on an idle queue the create and the lease it wakes commit in one
 //! transaction, so a task reaches its worker one flush after it was sent.
 //!
-//! Each write runs inside its own savepoint, so a write that fails (a lost
-//! lease, an invalid transition) is rolled back alone while the rest of the
-//! batch commits. Callers are answered after COMMIT returns: an answer means
+//! A write that fails (a lost lease, an invalid transition) is rolled back
+//! alone while the rest of the batch commits: each write that runs on its
+//! own does so in a savepoint. Groups of writes (creates, claims,
+//! completions) first run without one, since they settle what they cannot
+//! do in bulk by leaving it to run alone and so almost never fail; a
+//! savepoint per group was three of a `cycle` batch's ~14 round trips to
+//! PostgreSQL. If a group does fail, the whole transaction is rolled back
+//! and the batch runs again with a savepoint around every group (see
+//! [`apply`]). Callers are answered after COMMIT returns: an answer means
 //! durable. Wake-ups for long-polling claims are sent only after the commit,
 //! so a woken claim always sees the task that woke it.
 //!
@@ -115,6 +121,8 @@ trait Job: Send {
     fn answered(&self) -> bool {
         false
     }
+    /// Forgets its group's answer: the batch is running again.
+    fn unanswer(&mut self) {}
     /// Runs the write; returns whether it succeeded (else it is rolled back).
     fn run<'a>(&'a mut self, ctx: &'a mut WriteCtx) -> BoxFuture<'a, bool>;
     /// Answers the caller once the batch's fate is known.
@@ -151,6 +159,12 @@ impl Job for GroupJob {
 
     fn answered(&self) -> bool {
         self.out.is_some()
+    }
+
+    fn unanswer(&mut self) {
+        if self.pending.is_some() {
+            self.out = None;
+        }
     }
 
     fn run<'a>(&'a mut self, ctx: &'a mut WriteCtx) -> BoxFuture<'a, bool> {
@@ -343,32 +357,73 @@ async fn run(
     }
 }
 
+/// Why a batch stopped before COMMIT.
+enum Stop {
+    /// A group failed with no savepoint to roll back to: run the whole
+    /// batch again, carefully.
+    Redo,
+    /// The batch failed as a whole.
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Failed(e)
+    }
+}
+
 /// The savepoint each write (or group of writes) runs in.
-#[derive(Default)]
+///
+/// A lazy one opens nothing for a group: a group that fails then asks for
+/// the batch to run again ([`Stop::Redo`]). Once a write that cannot run
+/// twice (one that runs on its own) has run, every later step needs a real
+/// savepoint, so the first such write ends the laziness.
 struct Savepoint {
+    lazy: bool,
     open: bool,
     /// How many events were recorded when it was opened.
     events: usize,
 }
 
 impl Savepoint {
+    fn new(lazy: bool) -> Self {
+        Savepoint {
+            lazy,
+            open: false,
+            events: 0,
+        }
+    }
+
+    /// Starts a group's step: a fresh savepoint unless lazy.
+    async fn group(&mut self, ctx: &mut WriteCtx) -> Result<(), Stop> {
+        if self.lazy {
+            return Ok(());
+        }
+        self.next(ctx).await
+    }
+
     /// Opens a fresh savepoint, releasing the previous one in the same
     /// round trip to the connection.
-    async fn next(&mut self, ctx: &mut WriteCtx) -> Result<(), String> {
+    async fn next(&mut self, ctx: &mut WriteCtx) -> Result<(), Stop> {
         let sql = if self.open {
             "RELEASE job; SAVEPOINT job"
         } else {
             "SAVEPOINT job"
         };
+        self.lazy = false;
         self.open = true;
         self.events = ctx.events.len();
-        exec(ctx, sql).await
+        Ok(exec(ctx, sql).await?)
     }
 
-    /// Undoes what ran since [`next`](Self::next), events included.
-    async fn rollback(&self, ctx: &mut WriteCtx) -> Result<(), String> {
+    /// Undoes what ran since [`next`](Self::next), events included; a
+    /// lazy one cannot, and asks for the batch to run again.
+    async fn rollback(&self, ctx: &mut WriteCtx) -> Result<(), Stop> {
+        if self.lazy {
+            return Err(Stop::Redo);
+        }
         ctx.events.truncate(self.events);
-        exec(ctx, "ROLLBACK TO job").await
+        Ok(exec(ctx, "ROLLBACK TO job").await?)
     }
 }
 
@@ -377,7 +432,7 @@ async fn run_groups(
     ctx: &mut WriteCtx,
     sp: &mut Savepoint,
     batch: &mut [Box<dyn Job>],
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     let mut keys: Vec<(String, u8, usize)> = batch
         .iter()
         .enumerate()
@@ -388,7 +443,7 @@ async fn run_groups(
         let Some((tenant, _, _)) = group.first() else {
             continue;
         };
-        sp.next(ctx).await?;
+        sp.group(ctx).await?;
         let answers = {
             let items: Vec<&Pending> = group
                 .iter()
@@ -422,7 +477,7 @@ async fn serve_parked(
     sp: &mut Savepoint,
     wakeups: &Wakeups,
     locked: &[String],
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     let ready: Vec<(String, u32, bool)> = ctx
         .wake
         .tenants
@@ -440,7 +495,7 @@ async fn serve_parked(
         let first = ctx.parked.len();
         ctx.parked
             .extend(taken.iter().map(|t| (tenant.clone(), t.id, None)));
-        sp.next(ctx).await?;
+        sp.group(ctx).await?;
         let pending: Vec<Pending> = taken
             .into_iter()
             .map(|t| Pending {
@@ -472,55 +527,93 @@ async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Runs the batch with lazy savepoints and, if a group failed, once more
+/// from the start with a savepoint around every group, so that only the
+/// failed group's writes run alone. What the first run did is undone: the
+/// transaction is rolled back, its groups' answers and events dropped, and
+/// the parked claims it took park again, to be taken again.
 async fn apply(
     ctx: &mut WriteCtx,
     batch: &mut [Box<dyn Job>],
     wakeups: &Wakeups,
 ) -> Result<(), String> {
-    let body = async {
-        let mut tenants: Vec<String> = batch
-            .iter()
-            .filter_map(|j| j.tenant().map(str::to_owned))
-            .collect();
-        tenants.sort_unstable();
-        tenants.dedup();
-        dialect::begin(ctx, &tenants)
-            .await
-            .map_err(|e| e.to_string())?;
-        // A write alone needs no savepoint (one round trip less on the
-        // path an idle queue's latency is made of): if it fails, its
-        // transaction is rolled back whole and it keeps its own error.
-        let mut sp = Savepoint::default();
-        if let [job] = batch {
-            if !job.run(ctx).await {
-                ctx.wake = WakeList::default();
-                ctx.events.clear();
-                return exec(ctx, "ROLLBACK").await;
-            }
-        } else {
-            // Grouped writes go first: a claim later in the batch then sees
-            // the tasks created in it. The batch's writes were all in flight
-            // at once, so any order is one they could have had.
-            run_groups(ctx, &mut sp, batch).await?;
-            for job in batch.iter_mut() {
-                if job.answered() {
-                    continue;
-                }
-                sp.next(ctx).await?;
-                if !job.run(ctx).await {
-                    sp.rollback(ctx).await?;
+    let r = match attempt(ctx, batch, wakeups, true).await {
+        Err(Stop::Redo) => {
+            tracing::warn!(
+                writes = batch.len(),
+                "a group failed; running the batch again with savepoints"
+            );
+            match exec(ctx, "ROLLBACK").await {
+                Err(e) => Err(Stop::Failed(e)),
+                Ok(()) => {
+                    for (tenant, id, _) in ctx.parked.drain(..) {
+                        wakeups.settle(&tenant, id, None);
+                    }
+                    ctx.wake = WakeList::default();
+                    ctx.events.clear();
+                    for job in batch.iter_mut() {
+                        job.unanswer();
+                    }
+                    attempt(ctx, batch, wakeups, false).await
                 }
             }
         }
-        serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
-        flush_events(ctx).await.map_err(|e| e.to_string())?;
-        // COMMIT also releases the last savepoint.
-        dialect::commit(ctx).await.map_err(|e| e.to_string())
+        r => r,
     };
-    let r = body.await;
+    let r = r.map_err(|e| match e {
+        Stop::Failed(e) => e,
+        Stop::Redo => "a group failed outside a savepoint".to_owned(),
+    });
     if let Err(e) = &r {
         tracing::error!(error = %e, "write batch failed; rolling back");
         let _ = exec(ctx, "ROLLBACK").await;
     }
     r
+}
+
+/// One run of the batch, from BEGIN to COMMIT.
+async fn attempt(
+    ctx: &mut WriteCtx,
+    batch: &mut [Box<dyn Job>],
+    wakeups: &Wakeups,
+    lazy: bool,
+) -> Result<(), Stop> {
+    let mut tenants: Vec<String> = batch
+        .iter()
+        .filter_map(|j| j.tenant().map(str::to_owned))
+        .collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    dialect::begin(ctx, &tenants)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sp = Savepoint::new(lazy);
+    // A write alone needs no savepoint (one round trip less on the path an
+    // idle queue's latency is made of): if it fails, its transaction is
+    // rolled back whole and it keeps its own error.
+    if let [job] = batch {
+        if !job.run(ctx).await {
+            ctx.wake = WakeList::default();
+            ctx.events.clear();
+            return Ok(exec(ctx, "ROLLBACK").await?);
+        }
+    } else {
+        // Grouped writes go first: a claim later in the batch then sees
+        // the tasks created in it. The batch's writes were all in flight
+        // at once, so any order is one they could have had.
+        run_groups(ctx, &mut sp, batch).await?;
+        for job in batch.iter_mut() {
+            if job.answered() {
+                continue;
+            }
+            sp.next(ctx).await?;
+            if !job.run(ctx).await {
+                sp.rollback(ctx).await?;
+            }
+        }
+    }
+    serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
+    flush_events(ctx).await.map_err(|e| e.to_string())?;
+    // COMMIT also releases the last savepoint.
+    Ok(dialect::commit(ctx).await.map_err(|e| e.to_string())?)
 }
