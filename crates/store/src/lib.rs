@@ -151,6 +151,12 @@ pub struct ClaimOutcome {
     pub granted: Vec<Claimed>,
     /// Expired leases found and recorded on the way.
     pub expired: u32,
+    /// What [`Store::next_due`] would have answered when the claim looked
+    /// at the queue, if the claim could tell (`None` when it could not).
+    /// A claim that found nothing and waits needs it; carried here, it
+    /// saves a read per empty claim (a fifth of `cycle`'s claims on a
+    /// queue its workers outpace).
+    pub next_due: Option<Option<Timestamp>>,
 }
 
 /// A write that created something or found it already there.

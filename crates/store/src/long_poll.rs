@@ -46,7 +46,12 @@ pub async fn claim_waiting<G>(
             return Ok(out);
         }
         let mut until = deadline;
-        if let Some(due) = store.next_due(tenant, now).await? {
+        // The claim's own look usually answered this; else ask.
+        let due = match out.next_due {
+            Some(due) => due,
+            None => store.next_due(tenant, now).await?,
+        };
+        if let Some(due) = due {
             let ms = u64::try_from(due.0 - now.0).unwrap_or(0) + 1;
             until = until.min(Instant::now() + Duration::from_millis(ms));
         }

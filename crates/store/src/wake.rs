@@ -304,7 +304,7 @@ mod tests {
                 lease: "tok".into(),
                 expires_at: Timestamp(61_000),
             }],
-            expired: 0,
+            ..ClaimOutcome::default()
         }
     }
 

@@ -149,6 +149,7 @@ conformance!(
     concurrent_claims_never_overlap,
     stale_lease_writes_change_nothing,
     expiry_is_enforced_at_claim_time_without_a_sweeper,
+    an_empty_claim_knows_when_to_look_again,
     one_refused_write_does_not_spoil_its_batch,
     a_group_the_database_refuses_does_not_spoil_its_batch,
     event_log_is_gapless_per_tenant,
@@ -263,6 +264,63 @@ async fn stale_lease_writes_change_nothing(h: &Harness) {
         h.store.task_get("default", id).await.unwrap().status,
         TaskStatus::Running
     );
+}
+
+/// A claim that takes nothing says when a task may next become claimable
+/// by time alone (a lease expiring, a backoff ending), which is what a
+/// long-poll sleeps until; it must agree with `next_due`. (Leases granted
+/// beside it in the same group: `sqlite::tests`, where the group is built
+/// by hand.)
+async fn an_empty_claim_knows_when_to_look_again(h: &Harness) {
+    let now = h.clock.now();
+    let claim = |worker: &'static str, ttl: u32| {
+        let store = h.store.clone();
+        async move {
+            let mut p = Harness::params(worker, 1);
+            p.ttl_s = Some(ttl);
+            store.lease_claim("default", p, now).await.unwrap()
+        }
+    };
+    let empty = claim("a", 30).await;
+    assert!(empty.granted.is_empty());
+    if let Some(due) = empty.next_due {
+        assert_eq!(due, None, "nothing runs and nothing backs off");
+    }
+    // A running lease: the claim wakes when it expires.
+    h.task("default", NewTask::titled("long")).await;
+    let long = claim("c", 3600).await.granted;
+    assert_eq!(long.len(), 1);
+    let empty = claim("d", 30).await;
+    assert!(empty.granted.is_empty());
+    let read = h.store.next_due("default", now).await.unwrap();
+    assert_eq!(read, Some(long[0].expires_at));
+    assert_eq!(empty.next_due.unwrap_or(read), read);
+    // A backoff: a retryable failure makes the task ready again later.
+    let flaky = h.task("default", NewTask::titled("flaky")).await;
+    let got = claim("a", 30).await.granted;
+    assert_eq!(got[0].task.id, flaky);
+    let failed = h
+        .store
+        .task_finish(
+            "default",
+            flaky,
+            &got[0].lease,
+            Finish::Fail {
+                error: "flaky".into(),
+                retryable: true,
+                notes: None,
+                do_not_retry: vec![],
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, TaskStatus::Ready);
+    let read = h.store.next_due("default", now).await.unwrap();
+    assert!(read.is_some_and(|t| t > now), "{read:?}");
+    let empty = claim("b", 30).await;
+    assert!(empty.granted.is_empty());
+    assert_eq!(empty.next_due.unwrap_or(read), read);
 }
 
 async fn expiry_is_enforced_at_claim_time_without_a_sweeper(h: &Harness) {

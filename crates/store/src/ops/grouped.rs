@@ -233,15 +233,140 @@ async fn create_many(
     Ok(out)
 }
 
-/// Checks every lease in one read, completes the tasks whose lease
-/// matches in one statement, closes their attempts in one, logs them in two
-/// and releases their dependents.
+/// Completes, in one statement for the group, every task whose lease
+/// matches, closes their attempts, logs them and releases their dependents.
+/// Where the dialect allows writes in `WITH` (PostgreSQL), the lease check,
+/// the update and the attempts' close are one statement; elsewhere the
+/// leases are read first and the attempts closed after (SQLite ran the
+/// check inside the `UPDATE` slower than apart: performance.md, finding 19).
 pub(crate) async fn complete_many(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: &[&Pending],
 ) -> Result<Vec<Option<Result<Task>>>> {
     let t = transition(Some(TaskStatus::Running), Command::Complete)?;
+    let (returned, winners) = if dialect::WRITES_IN_WITH {
+        complete_checked_in_sql(ctx, tenant, items, t.to).await?
+    } else {
+        complete_after_lease_read(ctx, tenant, items, t.to).await?
+    };
+    const CLOSED: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_n", Kind::Int),
+        ("v_now", Kind::Int),
+    ];
+    let mut out: Vec<Option<Result<Task>>> = items.iter().map(|_| None).collect();
+    let mut closing = Rows::new(CLOSED);
+    let mut logged = Vec::with_capacity(returned.len());
+    let mut released = Vec::with_capacity(returned.len());
+    for row in &returned {
+        let task = rows::task(row)?;
+        let Some(&i) = winners.get(&task.id) else {
+            continue;
+        };
+        // A running task's `attempts` is its lease's attempt number.
+        let n = i64::from(task.attempts);
+        closing.push([task.id.to_string().into(), n.into(), items[i].now.0.into()]);
+        logged.push((i, (Some(task.id), t.event, json!({"attempt": n}))));
+        released.push(task.id);
+        out[i] = Some(Ok(task));
+    }
+    if !dialect::WRITES_IN_WITH && !closing.is_empty() {
+        let (with, mut p) = closing.with_clause();
+        let sql = format!(
+            "{with} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
+             FROM v WHERE attempts.tenant_id = {tenant} AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
+            tenant = p.next(),
+        );
+        closing
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .bind(tenant)
+            .execute(&mut ctx.conn)
+            .await?;
+    }
+    // Logged in the order the writes arrived.
+    logged.sort_by_key(|(i, _)| *i);
+    let now = latest(items);
+    events(
+        ctx,
+        tenant,
+        logged.into_iter().map(|(_, e)| e).collect(),
+        now,
+    );
+    release_dependents(ctx, tenant, &released, now).await?;
+    Ok(out)
+}
+
+/// Completed rows, and for each completed task the item that completed it.
+type Completed = (Vec<super::DbRow>, HashMap<Uuid, usize>);
+
+/// One statement: update the tasks whose lease is live and matches, and
+/// close those tasks' attempts. Only the first completion of a task in
+/// the group is tried; any other runs alone afterwards, answered as then.
+async fn complete_checked_in_sql(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+    to: TaskStatus,
+) -> Result<Completed> {
+    const DONE: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_token", Kind::Text),
+        ("v_result", Kind::Text),
+        ("v_now", Kind::Int),
+    ];
+    let mut first: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
+    let mut done = Rows::new(DONE);
+    for (i, p) in items.iter().enumerate() {
+        let Grouped::Complete { id, token, result } = &p.op else {
+            continue;
+        };
+        if first.contains_key(id) {
+            continue;
+        }
+        first.insert(*id, i);
+        done.push([
+            id.to_string().into(),
+            token.as_str().into(),
+            json_text(result).into(),
+            p.now.0.into(),
+        ]);
+    }
+    if done.is_empty() {
+        return Ok((vec![], first));
+    }
+    // The same test as `leases::lease_is_live`, row by row.
+    let (with, mut p) = done.with_clause();
+    let sql = format!(
+        "{with}, done AS (UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, \
+         {CLEAR_LEASE}, updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant} \
+         AND tasks.id = v.v_id AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
+         AND tasks.lease_expires_at > v.v_now RETURNING {TASK_COLS}), \
+         closed AS (UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, \
+         ended_at = done.updated_at FROM done WHERE attempts.tenant_id = {tenant} \
+         AND attempts.task_id = done.id AND attempts.n = done.attempts) \
+         SELECT * FROM done",
+        status = p.next(),
+        tenant = p.next(),
+    );
+    let returned = done
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .bind(to.as_str())
+        .bind(tenant)
+        .fetch_all(&mut ctx.conn)
+        .await?;
+    Ok((returned, first))
+}
+
+/// Reads every lease in one statement, then completes in one the tasks
+/// whose lease matches. Each task completes at most once here: the first
+/// matching write of it wins; any other runs alone afterwards.
+async fn complete_after_lease_read(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+    to: TaskStatus,
+) -> Result<Completed> {
     let ids: Vec<Uuid> = items
         .iter()
         .filter_map(|p| match &p.op {
@@ -272,8 +397,6 @@ pub(crate) async fn complete_many(
             held.insert(rows::uuid(row, "id")?, (token, Timestamp(expires)));
         }
     }
-    // Each task completes at most once here: the first matching write of
-    // it wins; any other runs alone afterwards, and is answered as then.
     const DONE: &[(&str, Kind)] = &[
         ("v_id", Kind::Text),
         ("v_result", Kind::Text),
@@ -297,7 +420,7 @@ pub(crate) async fn complete_many(
         }
     }
     if done.is_empty() {
-        return Ok(items.iter().map(|_| None).collect());
+        return Ok((vec![], winners));
     }
     let (with, mut p) = done.with_clause();
     let sql = format!(
@@ -309,73 +432,60 @@ pub(crate) async fn complete_many(
     );
     let returned = done
         .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .bind(t.to.as_str())
+        .bind(to.as_str())
         .bind(tenant)
         .fetch_all(&mut ctx.conn)
         .await?;
-    const CLOSED: &[(&str, Kind)] = &[
-        ("v_id", Kind::Text),
-        ("v_n", Kind::Int),
-        ("v_now", Kind::Int),
-    ];
-    let mut out: Vec<Option<Result<Task>>> = items.iter().map(|_| None).collect();
-    let mut closing = Rows::new(CLOSED);
-    let mut logged = Vec::with_capacity(returned.len());
-    let mut released = Vec::with_capacity(returned.len());
-    for row in &returned {
-        let task = rows::task(row)?;
-        let Some(&i) = winners.get(&task.id) else {
-            continue;
-        };
-        // A running task's `attempts` is its lease's attempt number.
-        let n = i64::from(task.attempts);
-        closing.push([task.id.to_string().into(), n.into(), items[i].now.0.into()]);
-        logged.push((i, (Some(task.id), t.event, json!({"attempt": n}))));
-        released.push(task.id);
-        out[i] = Some(Ok(task));
+    Ok((returned, winners))
+}
+
+/// What a group's first look at the queue learned about time.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// The earliest lease of the tenant to expire, expired or not.
+    expiry: Option<i64>,
+    /// The earliest backoff of the tenant to end after the look.
+    backoff: Option<i64>,
+}
+
+impl Timing {
+    /// Whether some lease has expired at `now`.
+    fn expired(&self, now: Timestamp) -> bool {
+        self.expiry.is_some_and(|t| t <= now.0)
     }
-    let (with, mut p) = closing.with_clause();
-    let sql = format!(
-        "{with} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
-         FROM v WHERE attempts.tenant_id = {tenant} AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
-        tenant = p.next(),
-    );
-    closing
-        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .bind(tenant)
-        .execute(&mut ctx.conn)
-        .await?;
-    // Logged in the order the writes arrived.
-    logged.sort_by_key(|(i, _)| *i);
-    let now = latest(items);
-    events(
-        ctx,
-        tenant,
-        logged.into_iter().map(|(_, e)| e).collect(),
-        now,
-    );
-    release_dependents(ctx, tenant, &released, now).await?;
-    Ok(out)
+
+    /// [`Store::next_due`](crate::Store::next_due) at the look's time.
+    fn next_due(&self) -> Option<Timestamp> {
+        match (self.expiry, self.backoff) {
+            (Some(a), Some(b)) => Some(Timestamp(a.min(b))),
+            (a, b) => a.or(b).map(Timestamp),
+        }
+    }
 }
 
 /// The tasks a claim would be offered, best first, and (with
-/// `ask_expired`) whether some lease of the tenant has expired.
+/// `ask_time`) when the tenant's next lease expires and its next backoff
+/// ends: in the same statement, since every claim group needs to know
+/// whether a lease has expired, and a claim that finds nothing needs the
+/// rest to know how long to wait.
 async fn look(
     ctx: &mut WriteCtx,
     tenant: &str,
     now: Timestamp,
     caps: &[String],
     want: usize,
-    ask_expired: bool,
-) -> Result<(Vec<String>, bool)> {
+    ask_time: bool,
+) -> Result<(Vec<String>, Option<Timing>)> {
     let mut sql = format!(
-        "SELECT id, priority, created_at, 0 AS expiry FROM ({}) AS r",
+        "SELECT id, priority, created_at, 0 AS kind FROM ({}) AS r",
         leases::claim_sql()
     );
-    if ask_expired {
+    if ask_time {
         sql.push_str(
-            " UNION ALL SELECT NULL, 0, 0, 1 WHERE EXISTS (SELECT 1 FROM tasks \
-             WHERE tenant_id = $1 AND status = 'running' AND lease_expires_at <= $2)",
+            " UNION ALL SELECT NULL, 0, (SELECT MIN(lease_expires_at) FROM tasks \
+             WHERE tenant_id = $1 AND status = 'running'), 1 \
+             UNION ALL SELECT NULL, 0, (SELECT MIN(not_before) FROM tasks \
+             WHERE tenant_id = $1 AND status = 'ready' AND not_before > 0 AND not_before > $2), 2",
         );
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -385,23 +495,30 @@ async fn look(
         .bind(want as i64)
         .fetch_all(&mut ctx.conn)
         .await?;
-    let mut due = false;
+    let mut timing = Timing {
+        expiry: None,
+        backoff: None,
+    };
     let mut offered = Vec::with_capacity(rows.len());
     for row in &rows {
-        let expiry: i32 = row.try_get("expiry")?;
-        let id: Option<String> = row.try_get("id")?;
-        match id {
-            Some(id) if expiry == 0 => {
+        let kind: i32 = row.try_get("kind")?;
+        let at: Option<i64> = row.try_get("created_at")?;
+        match kind {
+            0 => {
                 let priority: i32 = row.try_get("priority")?;
-                let created: i64 = row.try_get("created_at")?;
-                offered.push((std::cmp::Reverse(priority), created, id));
+                let id: String = row.try_get("id")?;
+                offered.push((std::cmp::Reverse(priority), at.unwrap_or(0), id));
             }
-            _ => due = true,
+            1 => timing.expiry = at,
+            _ => timing.backoff = at,
         }
     }
     // The claim statement's order, which a union does not promise to keep.
     offered.sort_unstable();
-    Ok((offered.into_iter().map(|(_, _, id)| id).collect(), due))
+    Ok((
+        offered.into_iter().map(|(_, _, id)| id).collect(),
+        ask_time.then_some(timing),
+    ))
 }
 
 /// Records expired leases once, then serves the claims in arrival order:
@@ -442,13 +559,22 @@ pub(crate) async fn claim_many(
         // there are any is asked in the group's first look at the queue
         // (one statement less on every claim); only if there are does the
         // group record them and look again.
-        let (mut offered, expiry_due) = look(ctx, tenant, asked, &caps, want, k == 0).await?;
-        if expiry_due {
-            let expired = leases::expire_due_in(ctx, tenant, asked).await?;
-            if let Some(first) = out.first_mut() {
-                first.expired = expired;
+        let (mut offered, timing) = look(ctx, tenant, asked, &caps, want, k == 0).await?;
+        if let Some(timing) = timing {
+            if timing.expired(asked) {
+                let expired = leases::expire_due_in(ctx, tenant, asked).await?;
+                if let Some(first) = out.first_mut() {
+                    first.expired = expired;
+                }
+                offered = look(ctx, tenant, asked, &caps, want, false).await?.0;
+            } else {
+                // Nothing expired, so nothing this group does changes when
+                // the next lease expires or backoff ends; a claim that takes
+                // nothing waits until then.
+                for o in out.iter_mut() {
+                    o.next_due = Some(timing.next_due());
+                }
             }
-            offered = look(ctx, tenant, asked, &caps, want, false).await?.0;
         }
         if offered.is_empty() {
             continue;
@@ -481,16 +607,26 @@ pub(crate) async fn claim_many(
             }
         }
         let (with, mut p) = leasing.with_clause();
-        let sql = format!(
-            "{with} UPDATE tasks SET status = {status}, attempts = attempts + 1, lease_token = v.v_token, \
+        let (status, tenant_p) = (p.next(), p.next());
+        let set = format!(
+            "UPDATE tasks SET status = {status}, attempts = attempts + 1, lease_token = v.v_token, \
              lease_worker = v.v_worker, lease_attempt = attempts + 1, \
              lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
              lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
              not_before = 0, updated_at = v.v_now \
-             FROM v WHERE tasks.tenant_id = {tenant} AND tasks.id = v.v_id RETURNING {TASK_COLS}",
-            status = p.next(),
-            tenant = p.next(),
+             FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id RETURNING {TASK_COLS}"
         );
+        // Where the dialect allows, the attempts start in the same statement.
+        let sql = if dialect::WRITES_IN_WITH {
+            format!(
+                "{with}, leased AS ({set}), started AS (INSERT INTO attempts \
+                 (tenant_id, task_id, n, worker, started_at, outcome) \
+                 SELECT {tenant_p}, id, lease_attempt, lease_worker, updated_at, 'running' FROM leased) \
+                 SELECT * FROM leased"
+            )
+        } else {
+            format!("{with} {set}")
+        };
         let leased = leasing
             .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
             .bind(t.to.as_str())
@@ -534,6 +670,9 @@ pub(crate) async fn claim_many(
                 task,
             });
         }
+        if dialect::WRITES_IN_WITH {
+            continue;
+        }
         let (with, mut p) = started.with_clause();
         let sql = format!(
             "{with} INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
@@ -545,6 +684,19 @@ pub(crate) async fn claim_many(
             .bind(tenant)
             .execute(&mut ctx.conn)
             .await?;
+    }
+    // Leases granted here expire too: a claim left empty must wake for
+    // them as well (the look that timed it ran before they existed).
+    let soonest = out
+        .iter()
+        .flat_map(|o| o.granted.iter().map(|c| c.expires_at))
+        .min();
+    if let Some(soonest) = soonest {
+        for o in out.iter_mut() {
+            if let Some(due) = o.next_due.as_mut() {
+                *due = Some(due.map_or(soonest, |d| d.min(soonest)));
+            }
+        }
     }
     events(ctx, tenant, logged, latest(items));
     Ok(out)

@@ -123,6 +123,10 @@ trait Job: Send {
     }
     /// Forgets its group's answer: the batch is running again.
     fn unanswer(&mut self) {}
+    /// Forgets when its claim, if it is one and took nothing, would have
+    /// looked again by itself: leases granted later in the batch expire
+    /// at times its look did not see.
+    fn forget_due(&mut self) {}
     /// Runs the write; returns whether it succeeded (else it is rolled back).
     fn run<'a>(&'a mut self, ctx: &'a mut WriteCtx) -> BoxFuture<'a, bool>;
     /// Answers the caller once the batch's fate is known.
@@ -164,6 +168,12 @@ impl Job for GroupJob {
     fn unanswer(&mut self) {
         if self.pending.is_some() {
             self.out = None;
+        }
+    }
+
+    fn forget_due(&mut self) {
+        if let Some(Ok(Answer::Claim(c))) = self.out.as_mut() {
+            c.next_due = None;
         }
     }
 
@@ -612,7 +622,20 @@ async fn attempt(
             }
         }
     }
+    let parked_before = ctx.parked.len();
     serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
+    let granted_late: Vec<&str> = ctx.parked[parked_before..]
+        .iter()
+        .filter(|(_, _, out)| out.as_ref().is_some_and(|o| !o.granted.is_empty()))
+        .map(|(t, _, _)| t.as_str())
+        .collect();
+    if !granted_late.is_empty() {
+        for job in batch.iter_mut() {
+            if job.tenant().is_some_and(|t| granted_late.contains(&t)) {
+                job.forget_due();
+            }
+        }
+    }
     flush_events(ctx).await.map_err(|e| e.to_string())?;
     // COMMIT also releases the last savepoint.
     Ok(dialect::commit(ctx).await.map_err(|e| e.to_string())?)

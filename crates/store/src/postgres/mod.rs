@@ -77,6 +77,9 @@ mod dialect {
     pub(crate) const FOR_UPDATE: &str = " FOR UPDATE";
     /// Claims pass over rows another node is working on.
     pub(crate) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+    /// Data-modifying statements in `WITH`: a group's update and the
+    /// writes that follow from its rows go in one round trip.
+    pub(crate) const WRITES_IN_WITH: bool = true;
 
     /// Opens a write transaction.
     pub(crate) const BEGIN: &str = "BEGIN";

@@ -73,6 +73,8 @@ mod dialect {
     pub(crate) const FOR_UPDATE: &str = "";
     /// Claims never contend, there is one writer.
     pub(crate) const SKIP_LOCKED: &str = "";
+    /// SQLite has no `INSERT`/`UPDATE` inside `WITH`.
+    pub(crate) const WRITES_IN_WITH: bool = false;
 
     /// Opens a write transaction (a deferred BEGIN that later writes can fail with SQLITE_BUSY).
     pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
@@ -264,4 +266,65 @@ fn options(path: &Path, durability: Durability) -> SqliteConnectOptions {
         // 6 % of the connection thread's time. It only serves rollbacks
         // inside a transaction, so memory loses nothing durable.
         .pragma("temp_store", "memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClaimParams, Store};
+    use aruntime_api::NewTask;
+    use aruntime_core::Timestamp;
+    use grouped::{Grouped, Pending};
+
+    /// Claims answered together, one granted a short lease and the other
+    /// nothing: the empty one must wake by that lease's expiry, although
+    /// the look that timed it ran before the lease existed. (Through the
+    /// API, which claims share a group depends on timing; here it cannot.)
+    #[tokio::test]
+    async fn an_empty_claim_wakes_for_a_lease_granted_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&SqliteConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let now = Timestamp(1_000_000);
+        let params = |worker: &str, ttl_s: u32| ClaimParams {
+            worker: worker.into(),
+            capabilities: vec![],
+            max: 1,
+            ttl_s: Some(ttl_s),
+        };
+        let claim = |worker: &str, ttl_s: u32| Pending {
+            now,
+            op: Grouped::Claim(params(worker, ttl_s)),
+        };
+        assert!(store.bootstrap("admin-hash", now).await.unwrap());
+        store
+            .task_create("default", NewTask::titled("long"), None, now)
+            .await
+            .unwrap();
+        let long = store
+            .lease_claim("default", params("a", 3600), now)
+            .await
+            .unwrap();
+        assert_eq!(long.granted.len(), 1);
+        store
+            .task_create("default", NewTask::titled("short"), None, now)
+            .await
+            .unwrap();
+        let (first, second) = (claim("b", 5), claim("c", 5));
+        let outs = store
+            .writer
+            .write(Some("default".into()), move |ctx| {
+                Box::pin(
+                    async move { grouped::claim_many(ctx, "default", &[&first, &second]).await },
+                )
+            })
+            .await
+            .unwrap();
+        let short = outs[0].granted[0].expires_at;
+        assert_eq!(short, Timestamp(now.0 + 5_000));
+        assert!(outs[1].granted.is_empty());
+        assert_eq!(outs[1].next_due, Some(Some(short)));
+        assert_eq!(store.next_due("default", now).await.unwrap(), Some(short));
+    }
 }
