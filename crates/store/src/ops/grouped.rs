@@ -14,8 +14,9 @@
 //! A write the group cannot settle in bulk (a completion whose lease does
 //! not match, or a second completion of the same task in the batch) is
 //! left to run alone afterwards through the ordinary path, which gives it
-//! its precise error. A group that fails as a whole is rolled back to its
-//! savepoint by the writer and each of its writes runs alone.
+//! its precise error. A group that fails as a whole makes the writer run
+//! the batch again with a savepoint around each group; the failing group is
+//! then rolled back to its savepoint and each of its writes runs alone.
 
 use std::collections::HashMap;
 
