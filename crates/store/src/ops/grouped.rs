@@ -336,26 +336,7 @@ async fn complete_checked_in_sql(
     if done.is_empty() {
         return Ok((vec![], first));
     }
-    // The same test as `leases::lease_is_live`, row by row.
-    let (with, mut p) = done.with_clause();
-    let sql = format!(
-        "{with}, done AS (UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, \
-         {CLEAR_LEASE}, updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant} \
-         AND tasks.id = v.v_id AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
-         AND tasks.lease_expires_at > v.v_now RETURNING {TASK_COLS}), \
-         closed AS (UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, \
-         ended_at = done.updated_at FROM done WHERE attempts.tenant_id = {tenant} \
-         AND attempts.task_id = done.id AND attempts.n = done.attempts) \
-         SELECT * FROM done",
-        status = p.next(),
-        tenant = p.next(),
-    );
-    let returned = done
-        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .bind(to.as_str())
-        .bind(tenant)
-        .fetch_all(&mut ctx.conn)
-        .await?;
+    let returned = update_done(ctx, tenant, done, to).await?;
     Ok((returned, first))
 }
 
@@ -423,21 +404,45 @@ async fn complete_after_lease_read(
     if done.is_empty() {
         return Ok((vec![], winners));
     }
+    let returned = update_done(ctx, tenant, done, to).await?;
+    Ok((returned, winners))
+}
+
+/// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
+/// writes in `WITH`, also `v_token`) in one statement and returns their
+/// rows. With writes in `WITH`, the statement also checks each lease (the
+/// same test as `leases::lease_is_live`, row by row) and closes the
+/// completed tasks' attempts.
+async fn update_done(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    done: Rows,
+    to: TaskStatus,
+) -> Result<Vec<super::DbRow>> {
     let (with, mut p) = done.with_clause();
-    let sql = format!(
-        "{with} UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
-         updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant} AND tasks.id = v.v_id \
-         RETURNING {TASK_COLS}",
-        status = p.next(),
-        tenant = p.next(),
+    let (status, tenant_p) = (p.next(), p.next());
+    let set = format!(
+        "UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
+         updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id"
     );
-    let returned = done
+    let sql = if dialect::WRITES_IN_WITH {
+        format!(
+            "{with}, done AS ({set} AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
+             AND tasks.lease_expires_at > v.v_now RETURNING {TASK_COLS}), \
+             closed AS (UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, \
+             ended_at = done.updated_at FROM done WHERE attempts.tenant_id = {tenant_p} \
+             AND attempts.task_id = done.id AND attempts.n = done.attempts) \
+             SELECT * FROM done"
+        )
+    } else {
+        format!("{with} {set} RETURNING {TASK_COLS}")
+    };
+    Ok(done
         .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .bind(to.as_str())
         .bind(tenant)
         .fetch_all(&mut ctx.conn)
-        .await?;
-    Ok((returned, winners))
+        .await?)
 }
 
 /// What a group's first look at the queue learned about time.
