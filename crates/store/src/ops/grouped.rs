@@ -267,12 +267,15 @@ pub(crate) async fn complete_many(
         };
         // A running task's `attempts` is its lease's attempt number.
         let n = i64::from(task.attempts);
-        closing.push([task.id.to_string().into(), n.into(), items[i].now.0.into()]);
+        // With writes in `WITH`, `update_done` closed them.
+        if !dialect::WRITES_IN_WITH {
+            closing.push([task.id.to_string().into(), n.into(), items[i].now.0.into()]);
+        }
         logged.push((i, (Some(task.id), t.event, json!({"attempt": n}))));
         released.push(task.id);
         out[i] = Some(Ok(task));
     }
-    if !dialect::WRITES_IN_WITH && !closing.is_empty() {
+    if !closing.is_empty() {
         let (with, mut p) = closing.with_clause();
         let sql = format!(
             "{with} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
@@ -446,7 +449,7 @@ async fn update_done(
 }
 
 /// What a group's first look at the queue learned about time.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Timing {
     /// The earliest lease of the tenant to expire, expired or not.
     expiry: Option<i64>,
@@ -462,10 +465,11 @@ impl Timing {
 
     /// [`Store::next_due`](crate::Store::next_due) at the look's time.
     fn next_due(&self) -> Option<Timestamp> {
-        match (self.expiry, self.backoff) {
-            (Some(a), Some(b)) => Some(Timestamp(a.min(b))),
-            (a, b) => a.or(b).map(Timestamp),
-        }
+        self.expiry
+            .into_iter()
+            .chain(self.backoff)
+            .min()
+            .map(Timestamp)
     }
 }
 
@@ -501,10 +505,7 @@ async fn look(
         .bind(want as i64)
         .fetch_all(&mut ctx.conn)
         .await?;
-    let mut timing = Timing {
-        expiry: None,
-        backoff: None,
-    };
+    let mut timing = Timing::default();
     let mut offered = Vec::with_capacity(rows.len());
     for row in &rows {
         let kind: i32 = row.try_get("kind")?;
@@ -661,12 +662,15 @@ pub(crate) async fn claim_many(
                     task.id
                 )));
             };
-            started.push([
-                id.into(),
-                i64::from(lease.attempt).into(),
-                lease.worker.as_str().into(),
-                items[i].now.0.into(),
-            ]);
+            // With writes in `WITH`, the lease's statement started them.
+            if !dialect::WRITES_IN_WITH {
+                started.push([
+                    id.into(),
+                    i64::from(lease.attempt).into(),
+                    lease.worker.as_str().into(),
+                    items[i].now.0.into(),
+                ]);
+            }
             let data = json!({"attempt": lease.attempt, "worker": lease.worker, "expires_at": lease.expires_at});
             logged.push((Some(task.id), t.event, data));
             out[i].granted.push(Claimed {
@@ -676,7 +680,7 @@ pub(crate) async fn claim_many(
                 task,
             });
         }
-        if dialect::WRITES_IN_WITH {
+        if started.is_empty() {
             continue;
         }
         let (with, mut p) = started.with_clause();

@@ -622,9 +622,10 @@ async fn attempt(
             }
         }
     }
-    let parked_before = ctx.parked.len();
     serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
-    let granted_late: Vec<&str> = ctx.parked[parked_before..]
+    // `ctx.parked` holds only what this run's `serve_parked` took.
+    let granted_late: Vec<&str> = ctx
+        .parked
         .iter()
         .filter(|(_, _, out)| out.as_ref().is_some_and(|o| !o.granted.is_empty()))
         .map(|(t, _, _)| t.as_str())
