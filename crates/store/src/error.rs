@@ -51,6 +51,14 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite refused or failed a statement the writer ran directly.
+    #[error("database: {message} (SQLite code {code})")]
+    Sqlite {
+        /// SQLite's extended result code.
+        code: i32,
+        /// What failed, and SQLite's message.
+        message: String,
+    },
     /// The batch this write was part of could not be committed.
     #[error("commit failed: {0}")]
     CommitFailed(String),
@@ -89,6 +97,8 @@ impl StoreError {
                     | sqlx::Error::Decode(_)
                     | sqlx::Error::TypeNotFound { .. }
             ),
+            // Busy, locked, I/O error, disk full, cannot open.
+            StoreError::Sqlite { code, .. } => matches!(code & 0xff, 5 | 6 | 10 | 13 | 14),
             StoreError::CommitFailed(_) | StoreError::Closed | StoreError::Io(_) => true,
             _ => false,
         }

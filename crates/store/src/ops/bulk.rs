@@ -132,30 +132,44 @@ impl Rows {
         (sql, p)
     }
 
-    /// Starts the statement's arguments with every cell, then the padding.
-    pub(crate) fn bind<'q>(
-        self,
-        mut q: Query<'q, Db, <Db as Database>::Arguments>,
-    ) -> Query<'q, Db, <Db as Database>::Arguments> {
+    /// The statement's first arguments: every cell, then the padding.
+    pub(crate) fn into_args(self) -> Vec<Cell> {
         let pad = self.padded() - self.len();
-        for cell in self.cells {
-            q = match cell {
-                Cell::Text(v) => q.bind(v),
-                Cell::Int(v) => q.bind(v),
-                Cell::Bool(v) => q.bind(v),
-            };
-        }
+        let mut args = self.cells;
+        args.reserve(pad * self.cols.len());
         for _ in 0..pad {
-            for (_, kind) in self.cols {
-                q = match kind {
-                    Kind::Text => q.bind(None::<String>),
-                    Kind::Int => q.bind(None::<i64>),
-                    Kind::Bool => q.bind(None::<bool>),
-                };
-            }
+            args.extend(self.cols.iter().map(|(_, kind)| match kind {
+                Kind::Text => Cell::Text(None),
+                Kind::Int => Cell::Int(None),
+                Kind::Bool => Cell::Bool(None),
+            }));
         }
-        q
+        args
     }
+
+    /// The statement's arguments: [`into_args`](Self::into_args), then `rest`.
+    pub(crate) fn args_then<const N: usize>(self, rest: [Cell; N]) -> Vec<Cell> {
+        let mut args = self.into_args();
+        args.extend(rest);
+        args
+    }
+}
+
+/// Binds `args` in order. Only PostgreSQL binds through sqlx; the SQLite
+/// writer binds in place (`sqlite::ffi`).
+#[allow(dead_code)]
+pub(crate) fn bind<'q>(
+    mut q: Query<'q, Db, <Db as Database>::Arguments>,
+    args: Vec<Cell>,
+) -> Query<'q, Db, <Db as Database>::Arguments> {
+    for cell in args {
+        q = match cell {
+            Cell::Text(v) => q.bind(v),
+            Cell::Int(v) => q.bind(v),
+            Cell::Bool(v) => q.bind(v),
+        };
+    }
+    q
 }
 
 /// A statement's parameters in the order of its text: `$n` on PostgreSQL,

@@ -23,13 +23,12 @@ use std::collections::HashMap;
 use aruntime_api::NewTask;
 use aruntime_core::{Command, Task, TaskStatus, Timestamp, transition};
 use serde_json::{Value, json};
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::bulk::{Kind, MAX_ROWS, Rows};
 use super::dialect;
 use super::leases;
-use super::rows::{self, TASK_COLS, json_text, to_json};
+use super::rows::{self, Get, TASK_COLS, json_text, to_json};
 use super::tasks::{self, CLEAR_LEASE, events, release_dependents};
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
@@ -203,11 +202,7 @@ async fn create_many(
          FROM v WHERE v_id IS NOT NULL RETURNING {TASK_COLS}",
         tenant = p.next(),
     );
-    let returned = rows_in
-        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .bind(tenant)
-        .fetch_all(&mut ctx.conn)
-        .await?;
+    let returned = dialect::fetch(ctx, sql, rows_in.args_then([tenant.into()])).await?;
     let mut by_id = HashMap::with_capacity(returned.len());
     for row in &returned {
         let task = rows::task(row)?;
@@ -282,11 +277,7 @@ pub(crate) async fn complete_many(
              FROM v WHERE attempts.tenant_id = {tenant} AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
             tenant = p.next(),
         );
-        closing
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-            .bind(tenant)
-            .execute(&mut ctx.conn)
-            .await?;
+        dialect::fetch(ctx, sql, closing.args_then([tenant.into()])).await?;
     }
     // Logged in the order the writes arrived.
     logged.sort_by_key(|(i, _)| *i);
@@ -302,7 +293,7 @@ pub(crate) async fn complete_many(
 }
 
 /// Completed rows, and for each completed task the item that completed it.
-type Completed = (Vec<super::DbRow>, HashMap<Uuid, usize>);
+type Completed = (Vec<dialect::FastRow>, HashMap<Uuid, usize>);
 
 /// One statement: update the tasks whose lease is live and matches, and
 /// close those tasks' attempts. Only the first completion of a task in
@@ -367,15 +358,11 @@ async fn complete_after_lease_read(
         dialect::in_list("$2"),
         dialect::FOR_UPDATE
     );
-    let leases = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(to_json(&ids))
-        .fetch_all(&mut ctx.conn)
-        .await?;
+    let leases = dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&ids).into()]).await?;
     let mut held: HashMap<Uuid, (String, Timestamp)> = HashMap::with_capacity(leases.len());
     for row in &leases {
-        let token: Option<String> = row.try_get("lease_token")?;
-        let expires: Option<i64> = row.try_get("lease_expires_at")?;
+        let token: Option<String> = row.col("lease_token")?;
+        let expires: Option<i64> = row.col("lease_expires_at")?;
         if let (TaskStatus::Running, Some(token), Some(expires)) =
             (rows::status(row)?, token, expires)
         {
@@ -421,7 +408,7 @@ async fn update_done(
     tenant: &str,
     done: Rows,
     to: TaskStatus,
-) -> Result<Vec<super::DbRow>> {
+) -> Result<Vec<dialect::FastRow>> {
     let (with, mut p) = done.with_clause();
     let (status, tenant_p) = (p.next(), p.next());
     let set = format!(
@@ -440,12 +427,12 @@ async fn update_done(
     } else {
         format!("{with} {set} RETURNING {TASK_COLS}")
     };
-    Ok(done
-        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-        .bind(to.as_str())
-        .bind(tenant)
-        .fetch_all(&mut ctx.conn)
-        .await?)
+    dialect::fetch(
+        ctx,
+        sql,
+        done.args_then([to.as_str().into(), tenant.into()]),
+    )
+    .await
 }
 
 /// What a group's first look at the queue learned about time.
@@ -498,22 +485,22 @@ async fn look(
              WHERE tenant_id = $1 AND status = 'ready' AND not_before > 0 AND not_before > $2), 2",
         );
     }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(now.0)
-        .bind(to_json(&caps))
-        .bind(want as i64)
-        .fetch_all(&mut ctx.conn)
-        .await?;
+    let args = vec![
+        tenant.into(),
+        now.0.into(),
+        to_json(&caps).into(),
+        (want as i64).into(),
+    ];
+    let rows = dialect::fetch(ctx, sql, args).await?;
     let mut timing = Timing::default();
     let mut offered = Vec::with_capacity(rows.len());
     for row in &rows {
-        let kind: i32 = row.try_get("kind")?;
-        let at: Option<i64> = row.try_get("created_at")?;
+        let kind: i32 = row.col("kind")?;
+        let at: Option<i64> = row.col("created_at")?;
         match kind {
             0 => {
-                let priority: i32 = row.try_get("priority")?;
-                let id: String = row.try_get("id")?;
+                let priority: i32 = row.col("priority")?;
+                let id: String = row.col("id")?;
                 offered.push((std::cmp::Reverse(priority), at.unwrap_or(0), id));
             }
             1 => timing.expiry = at,
@@ -634,12 +621,12 @@ pub(crate) async fn claim_many(
         } else {
             format!("{with} {set}")
         };
-        let leased = leasing
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-            .bind(t.to.as_str())
-            .bind(tenant)
-            .fetch_all(&mut ctx.conn)
-            .await?;
+        let leased = dialect::fetch(
+            ctx,
+            sql,
+            leasing.args_then([t.to.as_str().into(), tenant.into()]),
+        )
+        .await?;
         let mut granted: HashMap<String, Task> = HashMap::with_capacity(leased.len());
         for row in &leased {
             let task = rows::task(row)?;
@@ -689,11 +676,7 @@ pub(crate) async fn claim_many(
              SELECT {tenant}, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
             tenant = p.next(),
         );
-        started
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-            .bind(tenant)
-            .execute(&mut ctx.conn)
-            .await?;
+        dialect::fetch(ctx, sql, started.args_then([tenant.into()])).await?;
     }
     // Leases granted here expire too: a claim left empty must wake for
     // them as well (the look that timed it ran before they existed).

@@ -9,8 +9,83 @@ use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::DbRow;
+use super::{Db, DbRow};
+use crate::sqlite::ffi::{FfiRow, Val};
 use crate::{Result, StoreError};
+
+/// A row the decoders below read: sqlx's, or one the SQLite writer read
+/// through SQLite's C API ([`FfiRow`]).
+pub(crate) trait Get {
+    /// Column `name`, decoded.
+    fn col<T: Col>(&self, name: &str) -> Result<T>;
+}
+
+/// A column type both kinds of row decode.
+pub(crate) trait Col: Sized + for<'r> sqlx::Decode<'r, Db> + sqlx::Type<Db> {
+    /// From a value SQLite returned, if it has this type.
+    fn from_val(v: &Val) -> Option<Self>;
+}
+
+impl Get for DbRow {
+    fn col<T: Col>(&self, name: &str) -> Result<T> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Get for FfiRow {
+    fn col<T: Col>(&self, name: &str) -> Result<T> {
+        let v = self.val(name)?;
+        T::from_val(v).ok_or_else(|| corrupt(name, format!("unexpected {v:?}")))
+    }
+}
+
+impl Col for String {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Col for i64 {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl Col for i32 {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Int(n) => i32::try_from(*n).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Col for bool {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Int(n) => Some(*n != 0),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Col> Col for Option<T>
+where
+    Option<T>: for<'r> sqlx::Decode<'r, Db> + sqlx::Type<Db>,
+{
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Null => Some(None),
+            v => T::from_val(v).map(Some),
+        }
+    }
+}
 
 /// The task columns every task query selects, in [`task`]'s order.
 pub(crate) const TASK_COLS: &str = "id, title, goal, acceptance, labels, priority, status, held, \
@@ -22,34 +97,34 @@ fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{col}: {e}"))
 }
 
-pub(crate) fn json<T: DeserializeOwned>(row: &DbRow, col: &str) -> Result<T> {
-    let s: String = row.try_get(col)?;
+pub(crate) fn json<T: DeserializeOwned>(row: &impl Get, col: &str) -> Result<T> {
+    let s: String = row.col(col)?;
     serde_json::from_str(&s).map_err(|e| corrupt(col, e))
 }
 
-pub(crate) fn opt_json(row: &DbRow, col: &str) -> Result<Option<Value>> {
-    let s: Option<String> = row.try_get(col)?;
+pub(crate) fn opt_json(row: &impl Get, col: &str) -> Result<Option<Value>> {
+    let s: Option<String> = row.col(col)?;
     s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(col, e)))
         .transpose()
 }
 
-pub(crate) fn uuid(row: &DbRow, col: &str) -> Result<Uuid> {
-    let s: String = row.try_get(col)?;
+pub(crate) fn uuid(row: &impl Get, col: &str) -> Result<Uuid> {
+    let s: String = row.col(col)?;
     Uuid::parse_str(&s).map_err(|e| corrupt(col, e))
 }
 
-fn opt_uuid(row: &DbRow, col: &str) -> Result<Option<Uuid>> {
-    let s: Option<String> = row.try_get(col)?;
+fn opt_uuid(row: &impl Get, col: &str) -> Result<Option<Uuid>> {
+    let s: Option<String> = row.col(col)?;
     s.map(|s| Uuid::parse_str(&s).map_err(|e| corrupt(col, e)))
         .transpose()
 }
 
-fn ts(row: &DbRow, col: &str) -> Result<Timestamp> {
-    Ok(Timestamp(row.try_get(col)?))
+fn ts(row: &impl Get, col: &str) -> Result<Timestamp> {
+    Ok(Timestamp(row.col(col)?))
 }
 
-fn u32_col(row: &DbRow, col: &str) -> Result<u32> {
-    let v: i64 = row.try_get(col)?;
+fn u32_col(row: &impl Get, col: &str) -> Result<u32> {
+    let v: i64 = row.col(col)?;
     u32::try_from(v).map_err(|e| corrupt(col, e))
 }
 
@@ -63,16 +138,16 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-pub(crate) fn status(row: &DbRow) -> Result<TaskStatus> {
-    let s: String = row.try_get("status")?;
+pub(crate) fn status(row: &impl Get) -> Result<TaskStatus> {
+    let s: String = row.col("status")?;
     TaskStatus::parse(&s).ok_or_else(|| corrupt("status", s))
 }
 
-pub(crate) fn task(row: &DbRow) -> Result<Task> {
+pub(crate) fn task(row: &impl Get) -> Result<Task> {
     let status = status(row)?;
-    let lease_worker: Option<String> = row.try_get("lease_worker")?;
-    let lease_expires: Option<i64> = row.try_get("lease_expires_at")?;
-    let lease_attempt: Option<i64> = row.try_get("lease_attempt")?;
+    let lease_worker: Option<String> = row.col("lease_worker")?;
+    let lease_expires: Option<i64> = row.col("lease_expires_at")?;
+    let lease_attempt: Option<i64> = row.col("lease_attempt")?;
     let lease = match (status, lease_worker, lease_expires, lease_attempt) {
         (TaskStatus::Running, Some(worker), Some(exp), Some(n)) => Some(LeaseInfo {
             worker,
@@ -81,16 +156,16 @@ pub(crate) fn task(row: &DbRow) -> Result<Task> {
         }),
         _ => None,
     };
-    let not_before: i64 = row.try_get("not_before")?;
+    let not_before: i64 = row.col("not_before")?;
     Ok(Task {
         id: uuid(row, "id")?,
-        title: row.try_get("title")?,
-        goal: row.try_get("goal")?,
+        title: row.col("title")?,
+        goal: row.col("goal")?,
         acceptance: json(row, "acceptance")?,
         labels: json(row, "labels")?,
-        priority: row.try_get("priority")?,
+        priority: row.col("priority")?,
         status,
-        held: row.try_get("held")?,
+        held: row.col("held")?,
         parent_id: opt_uuid(row, "parent_id")?,
         depends_on: json(row, "depends_on")?,
         pending_dependencies: u32_col(row, "pending_deps")?,
@@ -102,34 +177,34 @@ pub(crate) fn task(row: &DbRow) -> Result<Task> {
             .then_some(Timestamp(not_before)),
         lease,
         result: opt_json(row, "result")?,
-        error: row.try_get("error")?,
-        blocked_reason: row.try_get("blocked_reason")?,
+        error: row.col("error")?,
+        blocked_reason: row.col("blocked_reason")?,
         do_not_retry: json(row, "do_not_retry")?,
-        checkpoint_seq: row.try_get("checkpoint_seq")?,
+        checkpoint_seq: row.col("checkpoint_seq")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })
 }
 
-pub(crate) fn attempt(row: &DbRow) -> Result<Attempt> {
-    let outcome: String = row.try_get("outcome")?;
-    let ended: Option<i64> = row.try_get("ended_at")?;
+pub(crate) fn attempt(row: &impl Get) -> Result<Attempt> {
+    let outcome: String = row.col("outcome")?;
+    let ended: Option<i64> = row.col("ended_at")?;
     Ok(Attempt {
         n: u32_col(row, "n")?,
-        worker: row.try_get("worker")?,
+        worker: row.col("worker")?,
         started_at: ts(row, "started_at")?,
         ended_at: ended.map(Timestamp),
         outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| corrupt("outcome", outcome))?,
-        notes: row.try_get("notes")?,
-        error: row.try_get("error")?,
+        notes: row.col("notes")?,
+        error: row.col("error")?,
     })
 }
 
-pub(crate) fn checkpoint(row: &DbRow) -> Result<Checkpoint> {
+pub(crate) fn checkpoint(row: &impl Get) -> Result<Checkpoint> {
     Ok(Checkpoint {
-        seq: row.try_get("seq")?,
+        seq: row.col("seq")?,
         attempt: u32_col(row, "attempt")?,
-        summary: row.try_get("summary")?,
+        summary: row.col("summary")?,
         state: opt_json(row, "state")?.unwrap_or(Value::Null),
         artifacts: json(row, "artifacts")?,
         test_results: opt_json(row, "test_results")?.unwrap_or(Value::Null),
@@ -137,21 +212,21 @@ pub(crate) fn checkpoint(row: &DbRow) -> Result<Checkpoint> {
     })
 }
 
-pub(crate) fn decision(row: &DbRow) -> Result<Decision> {
+pub(crate) fn decision(row: &impl Get) -> Result<Decision> {
     Ok(Decision {
         id: uuid(row, "id")?,
         task_id: uuid(row, "task_id")?,
-        title: row.try_get("title")?,
-        rationale: row.try_get("rationale")?,
+        title: row.col("title")?,
+        rationale: row.col("rationale")?,
         created_at: ts(row, "created_at")?,
     })
 }
 
-pub(crate) fn event(row: &DbRow) -> Result<Event> {
+pub(crate) fn event(row: &impl Get) -> Result<Event> {
     Ok(Event {
-        seq: row.try_get("seq")?,
+        seq: row.col("seq")?,
         task_id: opt_uuid(row, "task_id")?,
-        kind: row.try_get("kind")?,
+        kind: row.col("kind")?,
         data: json(row, "data")?,
         at: ts(row, "at")?,
     })

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::bulk::{Kind, Rows};
 use super::dialect;
-use super::rows::{self, TASK_COLS, to_json};
+use super::rows::{self, Get, TASK_COLS, to_json};
 use super::writer::WriteCtx;
 use crate::{Created, Idempotency, Result, Steer, StoreError};
 
@@ -127,12 +127,7 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
                 t = p.next(),
                 last = p.next(),
             );
-            rows_in
-                .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-                .bind(tenant)
-                .bind(tenant)
-                .execute(&mut ctx.conn)
-                .await?;
+            dialect::fetch(ctx, sql, rows_in.args_then([tenant.into(), tenant.into()])).await?;
         }
     }
     Ok(())
@@ -504,11 +499,7 @@ pub(crate) async fn release_dependents(
         "SELECT task_id, depends_on FROM task_deps WHERE tenant_id = $1 AND depends_on {}",
         dialect::in_list("$2")
     );
-    let edges = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(to_json(&done))
-        .fetch_all(&mut ctx.conn)
-        .await?;
+    let edges = dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&done).into()]).await?;
     if edges.is_empty() {
         return Ok(());
     }
@@ -516,9 +507,7 @@ pub(crate) async fn release_dependents(
     // last of them (named in its event).
     let mut freed: BTreeMap<String, (i64, Uuid)> = BTreeMap::new();
     for row in &edges {
-        let e = freed
-            .entry(row.try_get("task_id")?)
-            .or_insert((0, Uuid::nil()));
+        let e = freed.entry(row.col("task_id")?).or_insert((0, Uuid::nil()));
         e.0 += 1;
         e.1 = rows::uuid(row, "depends_on")?;
     }

@@ -53,6 +53,10 @@ use crate::{ClaimOutcome, Result, StoreError, Wakeups};
 /// What a write sees: the connection (inside the batch transaction) and the
 /// tenants to wake once the batch commits.
 pub(crate) struct WriteCtx {
+    /// What the set-based statements run on besides `conn` (SQLite: its
+    /// raw handle). Declared first, so it is dropped first: on SQLite its
+    /// prepared statements must be finalized before the connection closes.
+    pub(crate) fast: dialect::Fast,
     pub(crate) conn: Conn,
     pub(crate) wake: WakeList,
     /// Parked claims this batch took, by tenant and slot, with what they got.
@@ -260,13 +264,13 @@ impl Writer {
             .name("aruntime-writer".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    match opts.connect().await {
+                    match connect(&opts).await {
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
                             run(Some(conn), opts, rx, wakeups, max_batch).await;
                         }
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e.into()));
+                            let _ = ready_tx.send(Err(e));
                         }
                     }
                 });
@@ -312,8 +316,16 @@ impl Writer {
     }
 }
 
+/// The writer's connection, and what its set-based statements run on.
+type Connected = (dialect::Fast, Conn);
+
+async fn connect(opts: &ConnectOpts) -> Result<Connected> {
+    let mut conn = opts.connect().await?;
+    Ok((dialect::fast(&mut conn).await?, conn))
+}
+
 async fn run(
-    mut conn: Option<Conn>,
+    mut conn: Option<Connected>,
     opts: ConnectOpts,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     wakeups: Arc<Wakeups>,
@@ -330,12 +342,13 @@ async fn run(
         }
         let outcome = match conn.take() {
             Some(c) => Ok(c),
-            None => opts.connect().await.map_err(|e| e.to_string()),
+            None => connect(&opts).await.map_err(|e| e.to_string()),
         };
         let outcome = match outcome {
             Err(e) => Err(e),
-            Ok(c) => {
+            Ok((fast, c)) => {
                 let mut ctx = WriteCtx {
+                    fast,
                     conn: c,
                     wake: WakeList::default(),
                     parked: vec![],
@@ -356,7 +369,7 @@ async fn run(
                 // batch opens a fresh one.
                 if r.is_ok() {
                     ctx.wake.send(&wakeups);
-                    conn = Some(ctx.conn);
+                    conn = Some((ctx.fast, ctx.conn));
                 }
                 r
             }

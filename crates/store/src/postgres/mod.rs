@@ -81,6 +81,29 @@ mod dialect {
     /// writes that follow from its rows go in one round trip.
     pub(crate) const WRITES_IN_WITH: bool = true;
 
+    /// What the set-based statements run on besides the connection:
+    /// nothing here, they go through sqlx.
+    pub(crate) type Fast = ();
+    /// The rows they return.
+    pub(crate) type FastRow = sqlx::postgres::PgRow;
+
+    pub(crate) async fn fast(_: &mut super::Conn) -> Result<Fast> {
+        Ok(())
+    }
+
+    /// Runs one of the writer's set-based statements.
+    pub(crate) async fn fetch(
+        ctx: &mut WriteCtx,
+        sql: String,
+        args: Vec<super::bulk::Cell>,
+    ) -> Result<Vec<FastRow>> {
+        Ok(
+            super::bulk::bind(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(&mut ctx.conn)
+                .await?,
+        )
+    }
+
     /// Opens a write transaction.
     pub(crate) const BEGIN: &str = "BEGIN";
     /// The migrations bookkeeping table.

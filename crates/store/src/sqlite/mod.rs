@@ -13,6 +13,7 @@
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/bulk.rs"]
 mod bulk;
+pub(crate) mod ffi;
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/grouped.rs"]
 mod grouped;
@@ -76,6 +77,25 @@ mod dialect {
     /// SQLite has no `INSERT`/`UPDATE` inside `WITH`.
     pub(crate) const WRITES_IN_WITH: bool = false;
 
+    /// What the set-based statements run on: the writer connection's raw
+    /// handle, called from the writer's thread (see [`ffi`](super::ffi)).
+    pub(crate) type Fast = super::ffi::Handle;
+    /// The rows they return.
+    pub(crate) type FastRow = super::ffi::FfiRow;
+
+    pub(crate) async fn fast(conn: &mut super::Conn) -> Result<Fast> {
+        Fast::of(conn).await
+    }
+
+    /// Runs one of the writer's set-based statements, in place.
+    pub(crate) async fn fetch(
+        ctx: &mut WriteCtx,
+        sql: String,
+        args: Vec<super::bulk::Cell>,
+    ) -> Result<Vec<FastRow>> {
+        ctx.fast.fetch(&sql, &args)
+    }
+
     /// Opens a write transaction (a deferred BEGIN that later writes can fail with SQLITE_BUSY).
     pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
     /// The migrations bookkeeping table.
@@ -105,13 +125,13 @@ mod dialect {
     /// Opens a batch's transaction. Writes of one tenant need no lock:
     /// this process's writer is the only one.
     pub(crate) async fn begin(ctx: &mut WriteCtx, _: &[String]) -> Result<()> {
-        sqlx::raw_sql(BEGIN).execute(&mut ctx.conn).await?;
+        ctx.fast.fetch(BEGIN, &[])?;
         Ok(())
     }
 
     /// Commits a batch. Wake-ups stay in this process; nothing to announce.
     pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
-        sqlx::raw_sql("COMMIT").execute(&mut ctx.conn).await?;
+        ctx.fast.fetch("COMMIT", &[])?;
         Ok(())
     }
 

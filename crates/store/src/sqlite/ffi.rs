@@ -1,0 +1,310 @@
+//! The SQLite writer's hot statements, run on the writer's own thread
+//! through SQLite's C API instead of through sqlx.
+//!
+//! Why: sqlx runs each SQLite connection on a worker thread of its own and
+//! hands it every statement over a channel; each row comes back as one more
+//! message, copied value by value, and each message wakes the writer's
+//! runtime. Profiled during `cycle` (performance.md, finding 29), the two
+//! threads spent about a third of their time on those hand-offs, copies and
+//! wake-ups, not in SQLite. Here the set-based statements of a batch
+//! (grouped creates, claims, completions, the events, BEGIN and COMMIT)
+//! run in place, their rows decoded straight from the statement.
+//!
+//! The connection is still sqlx's: every other write keeps using it. The
+//! raw handle is taken once, through [`SqliteConnection::lock_handle`], and
+//! used only while no sqlx command on that connection is in flight. The
+//! writer guarantees that: it owns the connection alone and awaits every
+//! sqlx statement to its end before it runs the next statement of either
+//! kind, so sqlx's worker thread is idle, parked on its command channel,
+//! whenever this module touches the handle; the channel's send and receive
+//! order every access on one thread before the next on the other.
+//!
+//! Prepared statements are cached per statement text (the set-based
+//! statements take a few padded shapes, see `bulk`) and finalized before
+//! the connection closes: SQLite refuses to close a connection with live
+//! statements, and sqlx panics when it does.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_int};
+use std::ptr::{NonNull, null_mut};
+use std::sync::Arc;
+
+use libsqlite3_sys as ffi;
+use sqlx::SqliteConnection;
+
+use crate::{Result, StoreError};
+
+use super::bulk::Cell;
+
+/// One value of a result row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Val {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// A result row: its values in column order, and the statement's column names.
+#[derive(Debug, Clone)]
+pub(crate) struct FfiRow {
+    names: Arc<[String]>,
+    vals: Vec<Val>,
+}
+
+impl FfiRow {
+    /// The value of column `name`.
+    pub(crate) fn val(&self, name: &str) -> Result<&Val> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.vals.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {name}")))
+    }
+}
+
+/// A prepared statement, its column names, and for each of its parameters
+/// the index of the argument it takes.
+struct Prepared {
+    stmt: NonNull<ffi::sqlite3_stmt>,
+    names: Arc<[String]>,
+    params: Arc<[usize]>,
+}
+
+/// The writer connection's raw handle and its prepared statements.
+pub(crate) struct Handle {
+    db: NonNull<ffi::sqlite3>,
+    stmts: HashMap<String, Prepared>,
+}
+
+// SAFETY: the handle is used from one thread at a time (see the module
+// docs); SQLite connections may move between threads in its default
+// serialized/multi-thread modes, which the bundled build uses.
+unsafe impl Send for Handle {}
+
+impl Handle {
+    /// Takes the raw handle of `conn`, the writer's connection.
+    pub(crate) async fn of(conn: &mut SqliteConnection) -> Result<Self> {
+        let mut locked = conn.lock_handle().await?;
+        let db = locked.as_raw_handle();
+        Ok(Handle {
+            db,
+            stmts: HashMap::new(),
+        })
+    }
+
+    fn error(&self, what: &str) -> StoreError {
+        // SAFETY: `db` is open for as long as `self` lives.
+        let (code, msg) = unsafe {
+            let code = ffi::sqlite3_extended_errcode(self.db.as_ptr());
+            let msg = CStr::from_ptr(ffi::sqlite3_errmsg(self.db.as_ptr()))
+                .to_string_lossy()
+                .into_owned();
+            (code, msg)
+        };
+        StoreError::Sqlite {
+            code,
+            message: format!("{what}: {msg}"),
+        }
+    }
+
+    fn prepare(&mut self, sql: &str) -> Result<&Prepared> {
+        if !self.stmts.contains_key(sql) {
+            let mut stmt = null_mut();
+            let len = c_int::try_from(sql.len())
+                .map_err(|_| StoreError::Corrupt("statement too long".into()))?;
+            // SAFETY: `sql` outlives the call and its length is given;
+            // `stmt` receives the prepared statement or NULL.
+            let rc = unsafe {
+                ffi::sqlite3_prepare_v3(
+                    self.db.as_ptr(),
+                    sql.as_ptr().cast(),
+                    len,
+                    ffi::SQLITE_PREPARE_PERSISTENT,
+                    &mut stmt,
+                    null_mut(),
+                )
+            };
+            if rc != ffi::SQLITE_OK {
+                return Err(self.error("prepare"));
+            }
+            let stmt = NonNull::new(stmt)
+                .ok_or_else(|| StoreError::Corrupt("an empty statement".into()))?;
+            // SAFETY: `stmt` is a live statement; column names are copied
+            // before anything else can change them.
+            let names: Arc<[String]> = unsafe {
+                let n = ffi::sqlite3_column_count(stmt.as_ptr());
+                (0..n)
+                    .map(|i| {
+                        let p = ffi::sqlite3_column_name(stmt.as_ptr(), i);
+                        if p.is_null() {
+                            String::new()
+                        } else {
+                            CStr::from_ptr(p).to_string_lossy().into_owned()
+                        }
+                    })
+                    .collect()
+            };
+            // SAFETY: as above. `$n` and `?n` take argument n, as sqlx binds
+            // them (a name that repeats is one parameter); `?` takes the
+            // argument at its own position.
+            let params: Result<Arc<[usize]>> = unsafe {
+                let n = ffi::sqlite3_bind_parameter_count(stmt.as_ptr());
+                (1..=n)
+                    .map(|i| {
+                        let p = ffi::sqlite3_bind_parameter_name(stmt.as_ptr(), i);
+                        if p.is_null() {
+                            return Ok(i as usize - 1);
+                        }
+                        let name = CStr::from_ptr(p).to_string_lossy();
+                        name.get(1..)
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .filter(|n| *n > 0)
+                            .map(|n| n - 1)
+                            .ok_or_else(|| StoreError::Corrupt(format!("parameter {name}")))
+                    })
+                    .collect()
+            };
+            let params = match params {
+                Ok(p) => p,
+                Err(e) => {
+                    // SAFETY: `stmt` is live and not cached, so finalized once.
+                    unsafe { ffi::sqlite3_finalize(stmt.as_ptr()) };
+                    return Err(e);
+                }
+            };
+            self.stmts.insert(
+                sql.to_owned(),
+                Prepared {
+                    stmt,
+                    names,
+                    params,
+                },
+            );
+        }
+        self.stmts
+            .get(sql)
+            .ok_or_else(|| StoreError::Corrupt("a prepared statement vanished".into()))
+    }
+
+    /// Runs `sql` with `args` bound in order and returns every row.
+    pub(crate) fn fetch(&mut self, sql: &str, args: &[Cell]) -> Result<Vec<FfiRow>> {
+        let (stmt, names, params) = {
+            let p = self.prepare(sql)?;
+            (p.stmt.as_ptr(), p.names.clone(), p.params.clone())
+        };
+        // SAFETY: `stmt` is a live statement of this connection.
+        let out = unsafe { run(stmt, &names, &params, args) }.map_err(|what| self.error(what));
+        // SAFETY: as above. Reset ends the statement (releasing its read of
+        // the database) and clearing drops the bound text.
+        unsafe {
+            ffi::sqlite3_reset(stmt);
+            ffi::sqlite3_clear_bindings(stmt);
+        }
+        out
+    }
+
+    /// Finalizes every prepared statement, so the connection can close.
+    pub(crate) fn finalize(&mut self) {
+        for (_, p) in self.stmts.drain() {
+            // SAFETY: each statement is live and finalized once.
+            unsafe {
+                ffi::sqlite3_finalize(p.stmt.as_ptr());
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.finalize();
+    }
+}
+
+/// Binds `args` to `s` in order and steps it to the end.
+///
+/// # Safety
+/// `s` must be a live, reset statement.
+unsafe fn run(
+    s: *mut ffi::sqlite3_stmt,
+    names: &Arc<[String]>,
+    params: &[usize],
+    args: &[Cell],
+) -> Result<Vec<FfiRow>, &'static str> {
+    for (i, arg) in params.iter().enumerate() {
+        let a = args.get(*arg).ok_or("bind: too few arguments")?;
+        let i = c_int::try_from(i + 1).map_err(|_| "bind: too many parameters")?;
+        // SAFETY: `s` is live; text is copied by SQLite (SQLITE_TRANSIENT).
+        let rc = unsafe {
+            match a {
+                Cell::Text(Some(t)) => ffi::sqlite3_bind_text64(
+                    s,
+                    i,
+                    t.as_ptr().cast(),
+                    t.len() as u64,
+                    ffi::SQLITE_TRANSIENT(),
+                    ffi::SQLITE_UTF8 as u8,
+                ),
+                Cell::Int(Some(v)) => ffi::sqlite3_bind_int64(s, i, *v),
+                Cell::Bool(Some(v)) => ffi::sqlite3_bind_int64(s, i, i64::from(*v)),
+                Cell::Text(None) | Cell::Int(None) | Cell::Bool(None) => {
+                    ffi::sqlite3_bind_null(s, i)
+                }
+            }
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err("bind");
+        }
+    }
+    let mut rows = vec![];
+    loop {
+        // SAFETY: `s` is live and bound.
+        match unsafe { ffi::sqlite3_step(s) } {
+            ffi::SQLITE_ROW => rows.push(FfiRow {
+                names: names.clone(),
+                // SAFETY: `s` is positioned on a row; `c` is in range.
+                vals: (0..names.len()).map(|c| unsafe { column(s, c) }).collect(),
+            }),
+            ffi::SQLITE_DONE => return Ok(rows),
+            _ => return Err("step"),
+        }
+    }
+}
+
+/// Column `c` of the row `s` is on, copied out.
+///
+/// # Safety
+/// `s` must be a live statement positioned on a row, and `c` in range.
+unsafe fn column(s: *mut ffi::sqlite3_stmt, c: usize) -> Val {
+    let c = c as c_int;
+    // SAFETY: as the caller promised; the text and blob pointers are read
+    // before the next call on `s`, with the length SQLite reports.
+    unsafe {
+        match ffi::sqlite3_column_type(s, c) {
+            ffi::SQLITE_INTEGER => Val::Int(ffi::sqlite3_column_int64(s, c)),
+            ffi::SQLITE_FLOAT => Val::Real(ffi::sqlite3_column_double(s, c)),
+            ffi::SQLITE_TEXT => {
+                let p = ffi::sqlite3_column_text(s, c);
+                let n = ffi::sqlite3_column_bytes(s, c) as usize;
+                if p.is_null() {
+                    Val::Text(String::new())
+                } else {
+                    let bytes = std::slice::from_raw_parts(p, n);
+                    Val::Text(String::from_utf8_lossy(bytes).into_owned())
+                }
+            }
+            ffi::SQLITE_BLOB => {
+                let p = ffi::sqlite3_column_blob(s, c).cast::<u8>();
+                let n = ffi::sqlite3_column_bytes(s, c) as usize;
+                if p.is_null() {
+                    Val::Blob(vec![])
+                } else {
+                    Val::Blob(std::slice::from_raw_parts(p, n).to_vec())
+                }
+            }
+            _ => Val::Null,
+        }
+    }
+}
