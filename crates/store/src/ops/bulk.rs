@@ -113,23 +113,41 @@ impl Rows {
     /// `WITH v(cols) AS MATERIALIZED (VALUES …)`, which opens the
     /// statement: its parameters are the first ones. The statement's other
     /// parameters come from the returned [`Placeholders`], in the order they
-    /// appear in its text, and are bound in that order after [`bind`](Self::bind).
+    /// appear in its text, and are bound in that order after [`into_args`](Self::into_args).
     pub(crate) fn with_clause(&self) -> (String, Placeholders) {
+        use std::fmt::Write;
+        // Written into one string: built per batch, this was a twentieth of
+        // the SQLite writer's time as a string per cell joined twice.
         let width = self.cols.len();
-        let names: Vec<&str> = self.cols.iter().map(|(n, _)| *n).collect();
-        let mut p = Placeholders { next: 1 };
-        let rows: Vec<String> = (0..self.padded())
-            .map(|_| {
-                let cells: Vec<String> = (0..width).map(|_| p.next()).collect();
-                format!("({})", cells.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "WITH v({}) AS MATERIALIZED (VALUES {})",
-            names.join(", "),
-            rows.join(", ")
-        );
-        (sql, p)
+        let padded = self.padded();
+        let anonymous = dialect::param(1) == "?";
+        let mut sql = String::with_capacity(64 + padded * width * 6);
+        sql.push_str("WITH v(");
+        for (i, (name, _)) in self.cols.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(name);
+        }
+        sql.push_str(") AS MATERIALIZED (VALUES ");
+        let mut n = 1;
+        for r in 0..padded {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..width {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                if anonymous {
+                    sql.push('?');
+                } else {
+                    let _ = write!(sql, "${n}");
+                }
+                n += 1;
+            }
+            sql.push(')');
+        }
+        sql.push(')');
+        (sql, Placeholders { next: n })
     }
 
     /// The statement's first arguments: every cell, then the padding.
