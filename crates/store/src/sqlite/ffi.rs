@@ -308,3 +308,77 @@ unsafe fn column(s: *mut ffi::sqlite3_stmt, c: usize) -> Val {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{ConnectOptions, Connection};
+
+    use super::*;
+
+    async fn open() -> SqliteConnection {
+        let opts: sqlx::sqlite::SqliteConnectOptions = "sqlite::memory:".parse().expect("options");
+        opts.connect().await.expect("in-memory database")
+    }
+
+    #[tokio::test]
+    async fn numbered_parameters_take_their_argument_wherever_they_appear() {
+        let mut conn = open().await;
+        let mut h = Handle::of(&mut conn).await.expect("handle");
+        let rows = h
+            .fetch(
+                "SELECT $2 AS b, $1 AS a, $2 AS again, NULL AS empty",
+                &[Cell::Int(Some(1)), Cell::Text(Some("two".into()))],
+            )
+            .expect("select");
+        let row = &rows[0];
+        assert_eq!(row.val("a").expect("a"), &Val::Int(1));
+        assert_eq!(row.val("b").expect("b"), &Val::Text("two".into()));
+        assert_eq!(row.val("again").expect("again"), &Val::Text("two".into()));
+        assert_eq!(row.val("empty").expect("empty"), &Val::Null);
+        let rows = h
+            .fetch(
+                "SELECT ? AS x, ? AS y",
+                &[Cell::Bool(Some(true)), Cell::Int(None)],
+            )
+            .expect("anonymous");
+        assert_eq!(rows[0].val("x").expect("x"), &Val::Int(1));
+        assert_eq!(rows[0].val("y").expect("y"), &Val::Null);
+        drop(h);
+        conn.close()
+            .await
+            .expect("closes with no statement left open");
+    }
+
+    #[tokio::test]
+    async fn a_refused_statement_says_why_and_leaves_the_connection_usable() {
+        let mut conn = open().await;
+        sqlx::raw_sql("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+            .execute(&mut conn)
+            .await
+            .expect("table");
+        let mut h = Handle::of(&mut conn).await.expect("handle");
+        h.fetch("INSERT INTO t (k) VALUES (?)", &[Cell::Int(Some(1))])
+            .expect("first insert");
+        let err = h
+            .fetch("INSERT INTO t (k) VALUES (?)", &[Cell::Int(Some(1))])
+            .expect_err("a duplicate key");
+        assert!(
+            matches!(&err, StoreError::Sqlite { code, message }
+                if code & 0xff == ffi::SQLITE_CONSTRAINT && message.contains("UNIQUE")),
+            "{err:?}"
+        );
+        assert!(!err.is_unavailable());
+        let err = h.fetch("SELECT FROM", &[]).expect_err("a syntax error");
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
+        // The same cached statement runs again, and sqlx sees its writes.
+        h.fetch("INSERT INTO t (k) VALUES (?)", &[Cell::Int(Some(2))])
+            .expect("another insert");
+        drop(h);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(n, 2);
+        conn.close().await.expect("close");
+    }
+}
