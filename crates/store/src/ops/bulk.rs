@@ -17,10 +17,7 @@
 //! them costs n² (measured: 27 ms to bind 4,096 named parameters, 3 ms for
 //! as many anonymous ones).
 
-use sqlx::Database;
-use sqlx::query::Query;
-
-use super::{Db, dialect};
+use super::dialect;
 
 /// Most rows one statement carries: 1,024 rows of up to 11 columns stay
 /// well under SQLite's 32,766 bound parameters.
@@ -171,23 +168,6 @@ impl Rows {
         args.extend(rest);
         args
     }
-}
-
-/// Binds `args` in order. Only PostgreSQL binds through sqlx; the SQLite
-/// writer binds in place (`sqlite::ffi`).
-#[allow(dead_code)]
-pub(crate) fn bind<'q>(
-    mut q: Query<'q, Db, <Db as Database>::Arguments>,
-    args: Vec<Cell>,
-) -> Query<'q, Db, <Db as Database>::Arguments> {
-    for cell in args {
-        q = match cell {
-            Cell::Text(v) => q.bind(v),
-            Cell::Int(v) => q.bind(v),
-            Cell::Bool(v) => q.bind(v),
-        };
-    }
-    q
 }
 
 /// A statement's parameters in the order of its text: `$n` on PostgreSQL,

@@ -97,11 +97,16 @@ mod dialect {
         sql: String,
         args: Vec<super::bulk::Cell>,
     ) -> Result<Vec<FastRow>> {
-        Ok(
-            super::bulk::bind(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_all(&mut ctx.conn)
-                .await?,
-        )
+        use super::bulk::Cell;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for cell in args {
+            q = match cell {
+                Cell::Text(v) => q.bind(v),
+                Cell::Int(v) => q.bind(v),
+                Cell::Bool(v) => q.bind(v),
+            };
+        }
+        Ok(q.fetch_all(&mut ctx.conn).await?)
     }
 
     /// Opens a write transaction.
