@@ -67,6 +67,7 @@ impl FfiRow {
 
 /// A prepared statement, its column names, and for each of its parameters
 /// the index of the argument it takes.
+#[derive(Clone)]
 struct Prepared {
     stmt: NonNull<ffi::sqlite3_stmt>,
     names: Arc<[String]>,
@@ -110,91 +111,91 @@ impl Handle {
         }
     }
 
-    fn prepare(&mut self, sql: &str) -> Result<&Prepared> {
-        if !self.stmts.contains_key(sql) {
-            let mut stmt = null_mut();
-            let len = c_int::try_from(sql.len())
-                .map_err(|_| StoreError::Corrupt("statement too long".into()))?;
-            // SAFETY: `sql` outlives the call and its length is given;
-            // `stmt` receives the prepared statement or NULL.
-            let rc = unsafe {
-                ffi::sqlite3_prepare_v3(
-                    self.db.as_ptr(),
-                    sql.as_ptr().cast(),
-                    len,
-                    ffi::SQLITE_PREPARE_PERSISTENT,
-                    &mut stmt,
-                    null_mut(),
-                )
-            };
-            if rc != ffi::SQLITE_OK {
-                return Err(self.error("prepare"));
-            }
-            let stmt = NonNull::new(stmt)
-                .ok_or_else(|| StoreError::Corrupt("an empty statement".into()))?;
-            // SAFETY: `stmt` is a live statement; column names are copied
-            // before anything else can change them.
-            let names: Arc<[String]> = unsafe {
-                let n = ffi::sqlite3_column_count(stmt.as_ptr());
-                (0..n)
-                    .map(|i| {
-                        let p = ffi::sqlite3_column_name(stmt.as_ptr(), i);
-                        if p.is_null() {
-                            String::new()
-                        } else {
-                            CStr::from_ptr(p).to_string_lossy().into_owned()
-                        }
-                    })
-                    .collect()
-            };
-            // SAFETY: as above. `$n` and `?n` take argument n, as sqlx binds
-            // them (a name that repeats is one parameter); `?` takes the
-            // argument at its own position.
-            let params: Result<Arc<[usize]>> = unsafe {
-                let n = ffi::sqlite3_bind_parameter_count(stmt.as_ptr());
-                (1..=n)
-                    .map(|i| {
-                        let p = ffi::sqlite3_bind_parameter_name(stmt.as_ptr(), i);
-                        if p.is_null() {
-                            return Ok(i as usize - 1);
-                        }
-                        let name = CStr::from_ptr(p).to_string_lossy();
-                        name.get(1..)
-                            .and_then(|n| n.parse::<usize>().ok())
-                            .filter(|n| *n > 0)
-                            .map(|n| n - 1)
-                            .ok_or_else(|| StoreError::Corrupt(format!("parameter {name}")))
-                    })
-                    .collect()
-            };
-            let params = match params {
-                Ok(p) => p,
-                Err(e) => {
-                    // SAFETY: `stmt` is live and not cached, so finalized once.
-                    unsafe { ffi::sqlite3_finalize(stmt.as_ptr()) };
-                    return Err(e);
-                }
-            };
-            self.stmts.insert(
-                sql.to_owned(),
-                Prepared {
-                    stmt,
-                    names,
-                    params,
-                },
-            );
+    /// The prepared statement for `sql`, prepared now if it is not cached.
+    fn prepare(&mut self, sql: &str) -> Result<Prepared> {
+        if let Some(p) = self.stmts.get(sql) {
+            return Ok(p.clone());
         }
-        self.stmts
-            .get(sql)
-            .ok_or_else(|| StoreError::Corrupt("a prepared statement vanished".into()))
+        let mut stmt = null_mut();
+        let len = c_int::try_from(sql.len())
+            .map_err(|_| StoreError::Corrupt("statement too long".into()))?;
+        // SAFETY: `sql` outlives the call and its length is given;
+        // `stmt` receives the prepared statement or NULL.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                self.db.as_ptr(),
+                sql.as_ptr().cast(),
+                len,
+                ffi::SQLITE_PREPARE_PERSISTENT,
+                &mut stmt,
+                null_mut(),
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(self.error("prepare"));
+        }
+        let stmt =
+            NonNull::new(stmt).ok_or_else(|| StoreError::Corrupt("an empty statement".into()))?;
+        // SAFETY: `stmt` is a live statement; column names are copied
+        // before anything else can change them.
+        let names: Arc<[String]> = unsafe {
+            let n = ffi::sqlite3_column_count(stmt.as_ptr());
+            (0..n)
+                .map(|i| {
+                    let p = ffi::sqlite3_column_name(stmt.as_ptr(), i);
+                    if p.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(p).to_string_lossy().into_owned()
+                    }
+                })
+                .collect()
+        };
+        // SAFETY: as above. `$n` and `?n` take argument n, as sqlx binds
+        // them (a name that repeats is one parameter); `?` takes the
+        // argument at its own position.
+        let params: Result<Arc<[usize]>> = unsafe {
+            let n = ffi::sqlite3_bind_parameter_count(stmt.as_ptr());
+            (1..=n)
+                .map(|i| {
+                    let p = ffi::sqlite3_bind_parameter_name(stmt.as_ptr(), i);
+                    if p.is_null() {
+                        return Ok(i as usize - 1);
+                    }
+                    let name = CStr::from_ptr(p).to_string_lossy();
+                    name.get(1..)
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|n| *n > 0)
+                        .map(|n| n - 1)
+                        .ok_or_else(|| StoreError::Corrupt(format!("parameter {name}")))
+                })
+                .collect()
+        };
+        let params = match params {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: `stmt` is live and not cached, so finalized once.
+                unsafe { ffi::sqlite3_finalize(stmt.as_ptr()) };
+                return Err(e);
+            }
+        };
+        let p = Prepared {
+            stmt,
+            names,
+            params,
+        };
+        self.stmts.insert(sql.to_owned(), p.clone());
+        Ok(p)
     }
 
     /// Runs `sql` with `args` bound in order and returns every row.
     pub(crate) fn fetch(&mut self, sql: &str, args: &[Cell]) -> Result<Vec<FfiRow>> {
-        let (stmt, names, params) = {
-            let p = self.prepare(sql)?;
-            (p.stmt.as_ptr(), p.names.clone(), p.params.clone())
-        };
+        let Prepared {
+            stmt,
+            names,
+            params,
+        } = self.prepare(sql)?;
+        let stmt = stmt.as_ptr();
         // SAFETY: `stmt` is a live statement of this connection.
         let out = unsafe { run(stmt, &names, &params, args) }.map_err(|what| self.error(what));
         // SAFETY: as above. Reset ends the statement (releasing its read of
