@@ -163,6 +163,8 @@ conformance!(
     completions_in_one_batch_release_a_shared_dependent,
     contexts_read_together_match_contexts_read_alone,
     any_tenant_id_is_written_safely,
+    creates_together_answer_each_task_as_stored,
+    completions_together_release_only_their_own_dependents,
 );
 
 async fn concurrent_claims_never_overlap(h: &Harness) {
@@ -1033,4 +1035,82 @@ async fn any_tenant_id_is_written_safely(h: &Harness) {
         h.store.task_get("default", id).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// Creates in flight together are inserted as one group, whose answers are
+/// built from the specs rather than read back: each must be the task as
+/// stored, whatever fields it set.
+async fn creates_together_answer_each_task_as_stored(h: &Harness) {
+    let now = h.clock.now();
+    let specs: Vec<NewTask> = (0..24)
+        .map(|i| {
+            let mut spec = NewTask::titled(format!("t{i} \u{e9}\"'"));
+            spec.goal = format!("goal {i}\nline two");
+            spec.acceptance = (0..i % 3).map(|k| format!("check {k}")).collect();
+            spec.labels = if i % 4 == 0 {
+                vec!["gpu".into()]
+            } else {
+                vec![]
+            };
+            spec.priority = i - 12;
+            spec.hold = i % 5 == 0;
+            spec.max_attempts = 1 + (i as u32 % 4);
+            spec.lease_ttl_s = 10 + i as u32;
+            spec
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        specs
+            .into_iter()
+            .map(|spec| h.store.task_create("default", spec, None, now)),
+    )
+    .await;
+    for a in answers {
+        let task = a.unwrap().value;
+        let stored = h.store.task_get("default", task.id).await.unwrap();
+        assert_eq!(task, stored, "the answer is the task as stored");
+    }
+}
+
+/// Completions in one group ask in their own statement whether anything
+/// depends on each task: the tasks with dependents release them, the rest
+/// release nothing.
+async fn completions_together_release_only_their_own_dependents(h: &Harness) {
+    let mut firsts = vec![];
+    let mut dependents = vec![];
+    for i in 0..16 {
+        let a = h.task("default", NewTask::titled(format!("a{i}"))).await;
+        if i % 2 == 0 {
+            let mut spec = NewTask::titled(format!("after a{i}"));
+            spec.depends_on = vec![a];
+            dependents.push(h.task("default", spec).await);
+        }
+        firsts.push(a);
+    }
+    let now = h.clock.now();
+    let leases = h
+        .store
+        .lease_claim("default", Harness::params("w", 32), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(leases.len(), firsts.len(), "dependents wait");
+    let entries = leases
+        .iter()
+        .map(|l| (l.task.id, l.lease.clone(), json!(null)))
+        .collect();
+    for done in h.store.task_complete_many("default", entries, now).await {
+        assert_eq!(done.unwrap().status, TaskStatus::Done);
+    }
+    for d in &dependents {
+        let t = h.store.task_get("default", *d).await.unwrap();
+        assert_eq!((t.status, t.pending_dependencies), (TaskStatus::Ready, 0));
+    }
+    let released = h
+        .events("default")
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "task.ready")
+        .count();
+    assert_eq!(released, dependents.len());
 }

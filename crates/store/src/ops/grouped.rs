@@ -18,7 +18,7 @@
 //! the batch again with a savepoint around each group; the failing group is
 //! then rolled back to its savepoint and each of its writes runs alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aruntime_api::NewTask;
 use aruntime_core::{Command, Task, TaskStatus, Timestamp, transition};
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::bulk::{Kind, MAX_ROWS, Rows};
-use super::dialect;
+use super::dialect::{self, OR_FAIL};
 use super::leases;
 use super::rows::{self, Get, TASK_COLS, json_text, to_json};
 use super::tasks::{self, CLEAR_LEASE, events, release_dependents};
@@ -149,7 +149,13 @@ fn latest(items: &[&Pending]) -> Timestamp {
     Timestamp(items.iter().map(|p| p.now.0).max().unwrap_or(0))
 }
 
-/// Inserts every task in one statement and logs their creation in two.
+/// Inserts every task in one statement and logs their creation.
+///
+/// The answers are built from what was inserted rather than read back
+/// (`RETURNING` only the ids): a new task's every other column is either
+/// its spec or a default, and returning and decoding 26 columns per row
+/// was work on the writer's serial path (performance.md, finding 32). A
+/// conformance test compares each answer with the task read back.
 async fn create_many(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -176,7 +182,6 @@ async fn create_many(
         };
         let t = transition(None, Command::Create { waiting: spec.hold })?;
         let id = Uuid::now_v7();
-        made.push((id, t));
         rows_in.push([
             id.to_string().into(),
             spec.title.as_str().into(),
@@ -190,43 +195,73 @@ async fn create_many(
             i64::from(spec.lease_ttl_s).into(),
             p.now.0.into(),
         ]);
+        made.push((id, t, spec, p.now));
     }
     // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
     let (with, mut p) = rows_in.with_clause();
     let sql = format!(
-        "{with} INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+        "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
          parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
          created_at, updated_at) \
          SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
          NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
-         FROM v WHERE v_id IS NOT NULL RETURNING {TASK_COLS}",
+         FROM v WHERE v_id IS NOT NULL RETURNING id",
         tenant = p.next(),
     );
     let returned = dialect::fetch(ctx, sql, rows_in.args_then([tenant.into()])).await?;
-    let mut by_id = HashMap::with_capacity(returned.len());
+    let mut inserted = HashSet::with_capacity(returned.len());
     for row in &returned {
-        let task = rows::task(row)?;
-        by_id.insert(task.id, task);
+        inserted.insert(rows::uuid(row, "id")?);
     }
     let mut logged = Vec::with_capacity(made.len());
     let mut out = Vec::with_capacity(made.len());
-    for (id, t) in made {
-        let Some(task) = by_id.remove(&id) else {
+    for (id, t, spec, now) in made {
+        if !inserted.contains(&id) {
             // Every row was inserted or the statement failed: a missing one
             // is left to run alone, for whatever answer that gives.
             out.push(None);
             continue;
-        };
+        }
         let data =
-            json!({"title": task.title, "status": t.to, "parent_id": null, "depends_on": []});
+            json!({"title": spec.title, "status": t.to, "parent_id": null, "depends_on": []});
         logged.push((Some(id), t.event, data));
         if t.to == TaskStatus::Ready {
-            ctx.wake.ready(tenant, !task.labels.is_empty());
+            ctx.wake.ready(tenant, !spec.labels.is_empty());
         }
-        out.push(Some(Ok(task)));
+        out.push(Some(Ok(created(id, spec, t.to, now))));
     }
     events(ctx, tenant, logged, latest(items));
     Ok(out)
+}
+
+/// The task `create_many` inserted for `spec`, as a read would return it.
+fn created(id: Uuid, spec: &NewTask, status: TaskStatus, now: Timestamp) -> Task {
+    Task {
+        id,
+        title: spec.title.clone(),
+        goal: spec.goal.clone(),
+        acceptance: spec.acceptance.clone(),
+        labels: spec.labels.clone(),
+        priority: spec.priority,
+        status,
+        held: spec.hold,
+        parent_id: None,
+        depends_on: vec![],
+        pending_dependencies: 0,
+        max_attempts: spec.max_attempts,
+        failed_attempts: 0,
+        attempts: 0,
+        lease_ttl_s: spec.lease_ttl_s,
+        not_before: None,
+        lease: None,
+        result: None,
+        error: None,
+        blocked_reason: None,
+        do_not_retry: vec![],
+        checkpoint_seq: 0,
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 /// Completes, in one statement for the group, every task whose lease
@@ -267,13 +302,15 @@ pub(crate) async fn complete_many(
             closing.push([task.id.to_string().into(), n.into(), items[i].now.0.into()]);
         }
         logged.push((i, (Some(task.id), t.event, json!({"attempt": n}))));
-        released.push(task.id);
+        if row.col::<bool>("has_deps")? {
+            released.push(task.id);
+        }
         out[i] = Some(Ok(task));
     }
     if !closing.is_empty() {
         let (with, mut p) = closing.with_clause();
         let sql = format!(
-            "{with} UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
+            "{with} UPDATE{OR_FAIL} attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
              FROM v WHERE attempts.tenant_id = {tenant} AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
             tenant = p.next(),
         );
@@ -400,7 +437,7 @@ async fn complete_after_lease_read(
 
 /// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
 /// writes in `WITH`, also `v_token`) in one statement and returns their
-/// rows. With writes in `WITH`, the statement also checks each lease (the
+/// rows, each with `has_deps`: whether another task depends on it. With writes in `WITH`, the statement also checks each lease (the
 /// same test as `leases::lease_is_live`, row by row) and closes the
 /// completed tasks' attempts.
 async fn update_done(
@@ -411,8 +448,19 @@ async fn update_done(
 ) -> Result<Vec<dialect::FastRow>> {
     let (with, mut p) = done.with_clause();
     let (status, tenant_p) = (p.next(), p.next());
+    // Whether anything depends on the task, asked in the same statement:
+    // most tasks have no dependents, and their completions then skip the
+    // separate lookup (a round trip per completion group on PostgreSQL).
+    // (On SQLite a parameter cannot be named twice, so there the tenant
+    // comes from the updated row.)
+    let has_deps = |tenant: &str, task: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = {tenant} \
+             AND d.depends_on = {task}.id) AS has_deps"
+        )
+    };
     let set = format!(
-        "UPDATE tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
+        "UPDATE{OR_FAIL} tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
          updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id"
     );
     let sql = if dialect::WRITES_IN_WITH {
@@ -422,10 +470,14 @@ async fn update_done(
              closed AS (UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, \
              ended_at = done.updated_at FROM done WHERE attempts.tenant_id = {tenant_p} \
              AND attempts.task_id = done.id AND attempts.n = done.attempts) \
-             SELECT * FROM done"
+             SELECT done.*, {} FROM done",
+            has_deps(&tenant_p, "done")
         )
     } else {
-        format!("{with} {set} RETURNING {TASK_COLS}")
+        format!(
+            "{with} {set} RETURNING {TASK_COLS}, {}",
+            has_deps("tasks.tenant_id", "tasks")
+        )
     };
     dialect::fetch(
         ctx,
@@ -603,7 +655,7 @@ pub(crate) async fn claim_many(
         let (with, mut p) = leasing.with_clause();
         let (status, tenant_p) = (p.next(), p.next());
         let set = format!(
-            "UPDATE tasks SET status = {status}, attempts = attempts + 1, lease_token = v.v_token, \
+            "UPDATE{OR_FAIL} tasks SET status = {status}, attempts = attempts + 1, lease_token = v.v_token, \
              lease_worker = v.v_worker, lease_attempt = attempts + 1, \
              lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
              lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
@@ -672,7 +724,7 @@ pub(crate) async fn claim_many(
         }
         let (with, mut p) = started.with_clause();
         let sql = format!(
-            "{with} INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
+            "{with} INSERT{OR_FAIL} INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
              SELECT {tenant}, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
             tenant = p.next(),
         );

@@ -120,10 +120,11 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
             }
             let (with, mut p) = rows_in.with_clause();
             let sql = format!(
-                "{with} INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+                "{with} INSERT{or_fail} INTO events (tenant_id, seq, task_id, kind, data, at) \
                  SELECT {t}, COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = {last} \
                  ORDER BY e.seq DESC LIMIT 1), 0) + v_ord, v_task, v_kind, v_data, v_at \
                  FROM v WHERE v_ord IS NOT NULL",
+                or_fail = dialect::OR_FAIL,
                 t = p.next(),
                 last = p.next(),
             );

@@ -80,6 +80,8 @@ mod dialect {
     /// Data-modifying statements in `WITH`: a group's update and the
     /// writes that follow from its rows go in one round trip.
     pub(crate) const WRITES_IN_WITH: bool = true;
+    /// A statement is always undone whole; there is no conflict clause.
+    pub(crate) const OR_FAIL: &str = "";
 
     /// What the set-based statements run on besides the connection:
     /// nothing here, they go through sqlx.
