@@ -632,8 +632,9 @@ pub(crate) async fn claim_many(
             ("v_ttl", Kind::Int),
             ("v_now", Kind::Int),
         ];
-        // Each task's token is its claim's secret followed by the task id:
-        // tokens differ per task and per attempt without a random draw each.
+        // Each task's token is its claim's secret followed by the task id
+        // (`leases::lease_token`): tokens differ per task and per attempt
+        // without a random draw each, and name their task.
         let mut leasing = Rows::new(LEASING);
         // (task, claim, token), in the order the queue offered the tasks.
         let mut assigned: Vec<(String, usize, String)> = vec![];
@@ -641,7 +642,7 @@ pub(crate) async fn claim_many(
         for (i, c) in &claims {
             let secret = leases::new_token();
             for id in offered.by_ref().take(c.max as usize) {
-                let token = format!("{secret}{id}");
+                let token = leases::lease_token(&secret, &id);
                 leasing.push([
                     id.as_str().into(),
                     token.as_str().into(),

@@ -22,6 +22,19 @@ pub(crate) fn new_token() -> String {
     format!("ls_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
+/// A lease's token: a claim's secret followed by the task's id, so that a
+/// token names its task and a heartbeat finds the task by its key (no
+/// index of tokens to keep on every claim and completion).
+pub(crate) fn lease_token(secret: &str, task: &str) -> String {
+    format!("{secret}{task}")
+}
+
+/// The task a token names (see [`lease_token`]); `None` if it names none.
+fn task_of_token(token: &str) -> Option<Uuid> {
+    let start = token.len().checked_sub(36)?;
+    Uuid::try_parse(token.get(start..)?).ok()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn close_attempt(
     ctx: &mut WriteCtx,
@@ -223,13 +236,15 @@ pub(crate) async fn heartbeat(
     token: String,
     now: Timestamp,
 ) -> Result<(Uuid, Timestamp)> {
+    let id = task_of_token(&token).ok_or(StoreError::LeaseLost)?;
     let row = sqlx::query(
         "UPDATE tasks SET lease_expires_at = $1 + lease_ttl_ms \
-         WHERE tenant_id = $2 AND lease_token = $3 AND status = 'running' AND lease_expires_at > $1 \
-         RETURNING id, lease_expires_at",
+         WHERE tenant_id = $2 AND id = $3 AND lease_token = $4 AND status = 'running' \
+         AND lease_expires_at > $1 RETURNING id, lease_expires_at",
     )
     .bind(now.0)
     .bind(&tenant)
+    .bind(id.to_string())
     .bind(&token)
     .fetch_optional(&mut ctx.conn)
     .await?
@@ -467,4 +482,25 @@ pub(crate) async fn finish(
         }
     }
     load(ctx, &tenant, id).await
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_its_task_and_nothing_else_does() {
+        let id = Uuid::now_v7();
+        let token = lease_token(&new_token(), &id.to_string());
+        assert_eq!(task_of_token(&token), Some(id));
+        for bogus in [
+            "",
+            "ls_bogus",
+            "é",
+            &id.to_string()[1..],
+            &format!("{token}x"),
+        ] {
+            assert_eq!(task_of_token(bogus), None, "{bogus:?}");
+        }
+    }
 }

@@ -27,6 +27,11 @@ const MIGRATIONS: &Migrations = &[
         "slimmer_task_indexes",
         include_str!("../../migrations/postgres/0004_slimmer_task_indexes.sql"),
     ),
+    (
+        5,
+        "no_lease_token_index",
+        include_str!("../../migrations/postgres/0005_no_lease_token_index.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming aruntime's migration lock.

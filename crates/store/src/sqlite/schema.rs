@@ -25,6 +25,11 @@ const MIGRATIONS: &Migrations = &[
         "slimmer_task_indexes",
         include_str!("../../migrations/sqlite/0004_slimmer_task_indexes.sql"),
     ),
+    (
+        5,
+        "no_lease_token_index",
+        include_str!("../../migrations/sqlite/0005_no_lease_token_index.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(conn: &mut Conn) -> Result<()> {
