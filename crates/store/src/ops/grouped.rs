@@ -437,9 +437,10 @@ async fn complete_after_lease_read(
 
 /// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
 /// writes in `WITH`, also `v_token`) in one statement and returns their
-/// rows, each with `has_deps`: whether another task depends on it. With writes in `WITH`, the statement also checks each lease (the
-/// same test as `leases::lease_is_live`, row by row) and closes the
-/// completed tasks' attempts.
+/// rows, each with `has_deps`: whether another task depends on it. With
+/// writes in `WITH`, the statement also checks each lease (the same test
+/// as `leases::lease_is_live`, row by row) and closes the completed tasks'
+/// attempts.
 async fn update_done(
     ctx: &mut WriteCtx,
     tenant: &str,
