@@ -14,7 +14,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::bulk::{Kind, Rows};
-use super::dialect;
+use super::dialect::{self, OR_FAIL};
 use super::rows::{self, Get, TASK_COLS, to_json};
 use super::writer::WriteCtx;
 use crate::{Created, Idempotency, Result, Steer, StoreError};
@@ -120,11 +120,10 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
             }
             let (with, mut p) = rows_in.with_clause();
             let sql = format!(
-                "{with} INSERT{or_fail} INTO events (tenant_id, seq, task_id, kind, data, at) \
+                "{with} INSERT{OR_FAIL} INTO events (tenant_id, seq, task_id, kind, data, at) \
                  SELECT {t}, COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = {last} \
                  ORDER BY e.seq DESC LIMIT 1), 0) + v_ord, v_task, v_kind, v_data, v_at \
                  FROM v WHERE v_ord IS NOT NULL",
-                or_fail = dialect::OR_FAIL,
                 t = p.next(),
                 last = p.next(),
             );

@@ -304,6 +304,16 @@ mod tests {
     use aruntime_core::Timestamp;
     use grouped::{Answer, Grouped, Pending};
 
+    /// A fresh store with tenant `default`, bootstrapped at `now`.
+    async fn bootstrapped(now: Timestamp) -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&SqliteConfig::new(dir.path()))
+            .await
+            .unwrap();
+        assert!(store.bootstrap("admin-hash", now).await.unwrap());
+        (dir, store)
+    }
+
     /// Runs `items` (one tenant, one kind) as one group in one batch,
     /// whatever the timing: through the API, which writes share a group
     /// depends on when they reach the writer.
@@ -326,11 +336,8 @@ mod tests {
     /// API, which claims share a group depends on timing; here it cannot.)
     #[tokio::test]
     async fn an_empty_claim_wakes_for_a_lease_granted_beside_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&SqliteConfig::new(dir.path()))
-            .await
-            .unwrap();
         let now = Timestamp(1_000_000);
+        let (_dir, store) = bootstrapped(now).await;
         let params = |worker: &str, ttl_s: u32| ClaimParams {
             worker: worker.into(),
             capabilities: vec![],
@@ -341,7 +348,6 @@ mod tests {
             now,
             op: Grouped::Claim(params(worker, ttl_s)),
         };
-        assert!(store.bootstrap("admin-hash", now).await.unwrap());
         store
             .task_create("default", NewTask::titled("long"), None, now)
             .await
@@ -372,12 +378,8 @@ mod tests {
     /// stored, and a completion releases dependents only of its own task.
     #[tokio::test]
     async fn groups_answer_as_stored_and_release_only_their_dependents() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&SqliteConfig::new(dir.path()))
-            .await
-            .unwrap();
         let now = Timestamp(1_000_000);
-        assert!(store.bootstrap("admin-hash", now).await.unwrap());
+        let (_dir, store) = bootstrapped(now).await;
         let mut labelled = NewTask::titled("b");
         labelled.labels = vec!["gpu".into()];
         labelled.acceptance = vec!["it works".into()];
