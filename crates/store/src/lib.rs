@@ -260,20 +260,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Task>;
     /// Completes several leased tasks, each `(task, lease, result)`. All go
     /// to the writer at once, so they usually share one transaction; each
-    /// answer, in order, is the one [`task_finish`](Self::task_finish)
-    /// would give it alone.
+    /// answer, in order, is the status [`task_finish`](Self::task_finish)
+    /// would leave the task in alone, or its error. Only the status: a
+    /// batch acknowledgement does not read the tasks back.
     async fn task_complete_many(
         &self,
         tenant: &str,
         entries: Vec<(Uuid, String, Value)>,
         now: Timestamp,
-    ) -> Vec<Result<Task>> {
-        let each = entries.into_iter().map(|(task, lease, result)| async move {
-            let how = Finish::Complete { result };
-            self.task_finish(tenant, task, &lease, how, now).await
-        });
-        futures::future::join_all(each).await
-    }
+    ) -> Vec<Result<TaskStatus>>;
     /// Records expired leases in every tenant (the tidy-up sweeper; never
     /// needed for correctness). Returns how many per tenant.
     async fn lease_expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<(String, u32)>>;

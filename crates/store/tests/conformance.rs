@@ -1100,7 +1100,7 @@ async fn completions_together_release_only_their_own_dependents(h: &Harness) {
         .map(|l| (l.task.id, l.lease.clone(), json!(null)))
         .collect();
     for done in h.store.task_complete_many("default", entries, now).await {
-        assert_eq!(done.unwrap().status, TaskStatus::Done);
+        assert_eq!(done.unwrap(), TaskStatus::Done);
     }
     for d in &dependents {
         let t = h.store.task_get("default", *d).await.unwrap();

@@ -149,9 +149,9 @@ pub(super) async fn complete_many(
         .into_iter()
         .zip(answers)
         .map(|(task, answer)| match answer {
-            Ok(t) => LeaseOutcome {
+            Ok(status) => LeaseOutcome {
                 task,
-                status: Some(t.status),
+                status: Some(status),
                 error: None,
             },
             Err(e) => LeaseOutcome {

@@ -168,22 +168,29 @@ pub(crate) async fn expire_tenant(
 
 /// The claim statement: the tasks to lease, in order, as `id`, `priority`,
 /// `created_at`. `$1` tenant, `$2` now, `$3` capabilities (JSON), `$4` how
-/// many. A task is
-/// offered only if every one of its labels is a capability. Walks
-/// `tasks_claim` in order and stops at the limit, so its cost does not grow
-/// with the number of finished tasks.
+/// many (see [`claim_sql_at`]).
+pub(crate) fn claim_sql() -> String {
+    claim_sql_at(["$1", "$2", "$3", "$4"], "")
+}
+
+/// [`claim_sql`] with its parameters named `p` (tenant, now, capabilities,
+/// how many) and `and` appended to its condition. A task is offered only
+/// if every one of its labels is a capability. Walks `tasks_claim` in order
+/// and stops at the limit, so its cost does not grow with the number of
+/// finished tasks.
 ///
-/// The limit is written `$4 + 0` because SQLite plans a bare `LIMIT ?`
+/// The limit is written `+ 0` because SQLite plans a bare `LIMIT ?`
 /// around the bound value and re-prepares the statement every time it is
 /// bound again: seen as 5 % of the SQLite connection thread's time under
 /// `cycle` (`sqlite3Reprepare` under `sqlite3_step`).
-pub(crate) fn claim_sql() -> String {
+pub(crate) fn claim_sql_at([tenant, now, caps, want]: [&str; 4], and: &str) -> String {
     format!(
-        "SELECT id, priority, created_at FROM tasks WHERE tenant_id = $1 AND status = 'ready' AND not_before <= $2 \
+        "SELECT id, priority, created_at FROM tasks WHERE tenant_id = {tenant} AND status = 'ready' \
+         AND not_before <= {now}{and} \
          AND NOT EXISTS (SELECT 1 FROM {labels} WHERE l.value NOT IN (SELECT c.value FROM {caps})) \
-         ORDER BY priority DESC, created_at, id LIMIT $4 + 0{skip_locked}",
+         ORDER BY priority DESC, created_at, id LIMIT {want} + 0{skip_locked}",
         labels = dialect::json_values("tasks.labels", "l"),
-        caps = dialect::json_values("$3", "c"),
+        caps = dialect::json_values(caps, "c"),
         skip_locked = dialect::SKIP_LOCKED,
     )
 }
@@ -342,10 +349,11 @@ pub(crate) async fn finish(
                 id,
                 token: token.clone(),
                 result,
+                whole: true,
             };
             let done = complete_many(ctx, &tenant, &[&Pending { now, op }]).await?;
             if let Some(Some(r)) = done.into_iter().next() {
-                return r;
+                return r?.into_task();
             }
             check_lease(ctx, &tenant, id, &token, now).await?;
             // A live lease the group did not complete: only a database

@@ -197,6 +197,7 @@ impl Store for Backend {
                 id: task,
                 token: lease,
                 result,
+                whole: true,
             };
             return self
                 .writer
@@ -209,6 +210,30 @@ impl Store for Backend {
                 Box::pin(leases::finish(ctx, tenant, task, lease, how, now))
             })
             .await
+    }
+
+    async fn task_complete_many(
+        &self,
+        tenant: &str,
+        entries: Vec<(Uuid, String, serde_json::Value)>,
+        now: Timestamp,
+    ) -> Vec<Result<TaskStatus>> {
+        let each = entries.into_iter().map(|(id, token, result)| {
+            let op = Grouped::Complete {
+                id,
+                token,
+                result,
+                whole: false,
+            };
+            let pending = Pending { now, op };
+            async move {
+                self.writer
+                    .write_grouped(tenant.to_owned(), pending)
+                    .await?
+                    .into_status()
+            }
+        });
+        futures::future::join_all(each).await
     }
 
     async fn lease_expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<(String, u32)>> {

@@ -408,3 +408,23 @@ async fn listen(pool: Pool, wakeups: Arc<Wakeups>) {
         }
     }
 }
+
+/// What the shared tests of `ops/` open a PostgreSQL store with.
+#[cfg(test)]
+mod testing {
+    use super::{PgConfig, PgStore};
+    use crate::Store;
+    use aruntime_core::Timestamp;
+
+    /// A fresh store in a database of its own, with tenant `default`,
+    /// bootstrapped at `now`, and the guard that drops the database; `None`
+    /// (after a loud message) without PostgreSQL.
+    pub(crate) async fn bootstrapped(
+        now: Timestamp,
+    ) -> Option<(aruntime_testkit::TestDb, PgStore)> {
+        let db = aruntime_testkit::TestDb::create().await?;
+        let store = PgStore::open(&PgConfig::new(&db.url)).await.unwrap();
+        assert!(store.bootstrap("admin-hash", now).await.unwrap());
+        Some((db, store))
+    }
+}

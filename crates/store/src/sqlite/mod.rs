@@ -296,150 +296,21 @@ fn options(path: &Path, durability: Durability) -> SqliteConnectOptions {
         .pragma("temp_store", "memory")
 }
 
+/// What the shared tests of `ops/` open a SQLite store with.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{ClaimParams, Store};
-    use aruntime_api::NewTask;
+mod testing {
+    use super::{SqliteConfig, SqliteStore};
+    use crate::Store;
     use aruntime_core::Timestamp;
-    use grouped::{Answer, Grouped, Pending};
 
-    /// A fresh store with tenant `default`, bootstrapped at `now`.
-    async fn bootstrapped(now: Timestamp) -> (tempfile::TempDir, SqliteStore) {
+    /// A fresh store with tenant `default`, bootstrapped at `now`, and what
+    /// keeps its files.
+    pub(crate) async fn bootstrapped(now: Timestamp) -> Option<(tempfile::TempDir, SqliteStore)> {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&SqliteConfig::new(dir.path()))
             .await
             .unwrap();
         assert!(store.bootstrap("admin-hash", now).await.unwrap());
-        (dir, store)
-    }
-
-    /// Runs `items` (one tenant, one kind) as one group in one batch,
-    /// whatever the timing: through the API, which writes share a group
-    /// depends on when they reach the writer.
-    async fn group(store: &SqliteStore, items: Vec<Pending>) -> Vec<Option<crate::Result<Answer>>> {
-        store
-            .writer
-            .write(Some("default".into()), move |ctx| {
-                Box::pin(async move {
-                    let items: Vec<&Pending> = items.iter().collect();
-                    grouped::run_many(ctx, "default", &items).await
-                })
-            })
-            .await
-            .unwrap()
-    }
-
-    /// Claims answered together, one granted a short lease and the other
-    /// nothing: the empty one must wake by that lease's expiry, although
-    /// the look that timed it ran before the lease existed. (Through the
-    /// API, which claims share a group depends on timing; here it cannot.)
-    #[tokio::test]
-    async fn an_empty_claim_wakes_for_a_lease_granted_beside_it() {
-        let now = Timestamp(1_000_000);
-        let (_dir, store) = bootstrapped(now).await;
-        let params = |worker: &str, ttl_s: u32| ClaimParams {
-            worker: worker.into(),
-            capabilities: vec![],
-            max: 1,
-            ttl_s: Some(ttl_s),
-        };
-        let claim = |worker: &str, ttl_s: u32| Pending {
-            now,
-            op: Grouped::Claim(params(worker, ttl_s)),
-        };
-        store
-            .task_create("default", NewTask::titled("long"), None, now)
-            .await
-            .unwrap();
-        let long = store
-            .lease_claim("default", params("a", 3600), now)
-            .await
-            .unwrap();
-        assert_eq!(long.granted.len(), 1);
-        store
-            .task_create("default", NewTask::titled("short"), None, now)
-            .await
-            .unwrap();
-        let outs: Vec<_> = group(&store, vec![claim("b", 5), claim("c", 5)])
-            .await
-            .into_iter()
-            .map(|a| a.unwrap().unwrap().into_claim().unwrap())
-            .collect();
-        let short = outs[0].granted[0].expires_at;
-        assert_eq!(short, Timestamp(now.0 + 5_000));
-        assert!(outs[1].granted.is_empty());
-        assert_eq!(outs[1].next_due, Some(Some(short)));
-        assert_eq!(store.next_due("default", now).await.unwrap(), Some(short));
-    }
-
-    /// The grouped create and completion paths, built by hand so that they
-    /// run as groups whatever the timing: creates answer each task as
-    /// stored, and a completion releases dependents only of its own task.
-    #[tokio::test]
-    async fn groups_answer_as_stored_and_release_only_their_dependents() {
-        let now = Timestamp(1_000_000);
-        let (_dir, store) = bootstrapped(now).await;
-        let mut labelled = NewTask::titled("b");
-        labelled.labels = vec!["gpu".into()];
-        labelled.acceptance = vec!["it works".into()];
-        labelled.priority = 3;
-        let creates = [NewTask::titled("a"), labelled].map(|spec| Pending {
-            now,
-            op: Grouped::Create(spec),
-        });
-        let made = group(&store, creates.into()).await;
-        let mut ids = vec![];
-        for answer in made {
-            let task = answer.unwrap().unwrap().into_task().unwrap();
-            assert_eq!(task, store.task_get("default", task.id).await.unwrap());
-            ids.push(task.id);
-        }
-        let mut after = NewTask::titled("after a");
-        after.depends_on = vec![ids[0]];
-        let after = store
-            .task_create("default", after, None, now)
-            .await
-            .unwrap()
-            .value
-            .id;
-        let params = ClaimParams {
-            worker: "w".into(),
-            capabilities: vec!["gpu".into()],
-            max: 5,
-            ttl_s: Some(60),
-        };
-        let leases = store
-            .lease_claim("default", params, now)
-            .await
-            .unwrap()
-            .granted;
-        assert_eq!(leases.len(), 2);
-        let completions: Vec<Pending> = leases
-            .iter()
-            .map(|l| Pending {
-                now,
-                op: Grouped::Complete {
-                    id: l.task.id,
-                    token: l.lease.clone(),
-                    result: serde_json::json!(null),
-                },
-            })
-            .collect();
-        for done in group(&store, completions).await {
-            let task = done.unwrap().unwrap().into_task().unwrap();
-            assert_eq!(task.status, aruntime_core::TaskStatus::Done);
-        }
-        let after = store.task_get("default", after).await.unwrap();
-        assert_eq!(after.status, aruntime_core::TaskStatus::Ready);
-        let ready = store
-            .event_list("default", &Default::default())
-            .await
-            .unwrap()
-            .events
-            .into_iter()
-            .filter(|e| e.kind == "task.ready")
-            .count();
-        assert_eq!(ready, 1);
+        Some((dir, store))
     }
 }
