@@ -474,9 +474,9 @@ async fn complete_after_lease_read(
 /// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
 /// writes in `WITH`, also `v_token`) in one statement and returns their
 /// rows (`whole`, or only `id` and `attempts`), each with `has_deps`:
-/// whether another task depends on it. With
-/// writes in `WITH`, the statement also checks each lease (the same test
-/// as `leases::lease_is_live`, row by row) and closes the completed tasks'
+/// whether another task depends on it. With writes in `WITH`, the
+/// statement also checks each lease (the same test as
+/// `leases::lease_is_live`, row by row) and closes the completed tasks'
 /// attempts.
 async fn update_done(
     ctx: &mut WriteCtx,
@@ -710,6 +710,22 @@ pub(crate) async fn claim_many(
     Ok(out)
 }
 
+/// The `SET` of a lease, from rows `v` holding each lease's `v_worker`,
+/// `v_ttl` (ms, or NULL for the task's own) and `v_now`; `status` is the
+/// leased status's placeholder and `token` the token's expression.
+fn lease_set(status: &str, token: &str) -> String {
+    format!(
+        "status = {status}, attempts = attempts + 1, lease_token = {token}, \
+         lease_worker = v.v_worker, lease_attempt = attempts + 1, \
+         lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
+         lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
+         not_before = 0, updated_at = v.v_now"
+    )
+}
+
+/// The columns of the attempts leases start, inserted from a `SELECT`.
+const STARTED_COLS: &str = "(tenant_id, task_id, n, worker, started_at, outcome)";
+
 /// What one capability set's claims lease with.
 struct ClaimSet<'a> {
     caps: &'a [String],
@@ -809,15 +825,12 @@ async fn lease_at_once(
     let mut sql = format!(
         "{with}, pick AS (SELECT id AS p_id, \
          row_number() OVER (ORDER BY priority DESC, created_at, id) AS p_rank FROM ({pick}) AS r), \
-         leased AS (UPDATE tasks SET status = {status}, attempts = attempts + 1, \
-         lease_token = v.v_secret || tasks.id, lease_worker = v.v_worker, lease_attempt = attempts + 1, \
-         lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
-         lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
-         not_before = 0, updated_at = v.v_now \
+         leased AS (UPDATE tasks SET {set} \
          FROM pick JOIN v ON pick.p_rank > v.v_lo AND pick.p_rank <= v.v_hi \
          WHERE tasks.tenant_id = {t} AND tasks.id = pick.p_id RETURNING {TASK_COLS}, pick.p_rank), \
-         started AS (INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
-         SELECT {t}, id, lease_attempt, lease_worker, updated_at, 'running' FROM leased) "
+         started AS (INSERT INTO attempts {STARTED_COLS} \
+         SELECT {t}, id, lease_attempt, lease_worker, updated_at, 'running' FROM leased) ",
+        set = lease_set(&status, "v.v_secret || tasks.id"),
     );
     if ask_time {
         // One row even when nothing is leased, for the timing. Both read
@@ -911,12 +924,9 @@ async fn lease_after_look(
     let (with, mut p) = leasing.with_clause();
     let (status, tenant_p) = (p.next(), p.next());
     let sql = format!(
-        "{with} UPDATE{OR_FAIL} tasks SET status = {status}, attempts = attempts + 1, lease_token = v.v_token, \
-         lease_worker = v.v_worker, lease_attempt = attempts + 1, \
-         lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
-         lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
-         not_before = 0, updated_at = v.v_now \
-         FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id RETURNING {TASK_COLS}"
+        "{with} UPDATE{OR_FAIL} tasks SET {set} \
+         FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id RETURNING {TASK_COLS}",
+        set = lease_set(&status, "v.v_token"),
     );
     let leased = dialect::fetch(
         ctx,
@@ -954,7 +964,7 @@ async fn lease_after_look(
     if !started.is_empty() {
         let (with, mut p) = started.with_clause();
         let sql = format!(
-            "{with} INSERT{OR_FAIL} INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
+            "{with} INSERT{OR_FAIL} INTO attempts {STARTED_COLS} \
              SELECT {tenant}, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
             tenant = p.next(),
         );
