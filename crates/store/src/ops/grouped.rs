@@ -574,12 +574,11 @@ async fn look(
         leases::claim_sql()
     );
     if ask_time {
-        sql.push_str(
-            " UNION ALL SELECT NULL, 0, (SELECT MIN(lease_expires_at) FROM tasks \
-             WHERE tenant_id = $1 AND status = 'running'), 1 \
-             UNION ALL SELECT NULL, 0, (SELECT MIN(not_before) FROM tasks \
-             WHERE tenant_id = $1 AND status = 'ready' AND not_before > 0 AND not_before > $2), 2",
-        );
+        sql.push_str(&format!(
+            " UNION ALL SELECT NULL, 0, {}, 1 UNION ALL SELECT NULL, 0, {}, 2",
+            leases::next_expiry_sql("$1"),
+            leases::next_backoff_sql("$1", "$2"),
+        ));
     }
     let args = vec![
         tenant.into(),
@@ -836,10 +835,10 @@ async fn lease_at_once(
         // One row even when nothing is leased, for the timing. Both read
         // the snapshot from before the leases, as a look before them would.
         sql.push_str(&format!(
-            "SELECT leased.*, tm.expiry, tm.backoff FROM (SELECT \
-             (SELECT MIN(lease_expires_at) FROM tasks WHERE tenant_id = {t} AND status = 'running') AS expiry, \
-             (SELECT MIN(not_before) FROM tasks WHERE tenant_id = {t} AND status = 'ready' \
-             AND not_before > 0 AND not_before > {now}) AS backoff) AS tm LEFT JOIN leased ON true"
+            "SELECT leased.*, tm.expiry, tm.backoff FROM (SELECT {} AS expiry, {} AS backoff) AS tm \
+             LEFT JOIN leased ON true",
+            leases::next_expiry_sql(&t),
+            leases::next_backoff_sql(&t, &now),
         ));
     } else {
         sql.push_str("SELECT * FROM leased");

@@ -195,6 +195,23 @@ pub(crate) fn claim_sql_at([tenant, now, caps, want]: [&str; 4], and: &str) -> S
     )
 }
 
+/// The earliest lease of `tenant` to expire, expired or not, as a scalar
+/// subquery (NULL when nothing runs).
+pub(crate) fn next_expiry_sql(tenant: &str) -> String {
+    format!(
+        "(SELECT MIN(lease_expires_at) FROM tasks WHERE tenant_id = {tenant} AND status = 'running')"
+    )
+}
+
+/// The earliest backoff of `tenant` to end after `now`, as a scalar
+/// subquery (NULL when none).
+pub(crate) fn next_backoff_sql(tenant: &str, now: &str) -> String {
+    format!(
+        "(SELECT MIN(not_before) FROM tasks WHERE tenant_id = {tenant} AND status = 'ready' \
+         AND not_before > 0 AND not_before > {now})"
+    )
+}
+
 /// Whether `token` is a task's live lease at `now`, given the lease it
 /// holds (token and expiry, present only while it runs). The one rule every
 /// worker write is checked by, alone or in a group.

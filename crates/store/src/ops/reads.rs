@@ -15,7 +15,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::rows::{self, TASK_COLS, to_json};
-use super::{Conn, Pool, dialect};
+use super::{Conn, Pool, dialect, leases};
 use crate::{Result, StoreError};
 
 pub(crate) async fn task(conn: &mut Conn, tenant: &str, id: Uuid) -> Result<Task> {
@@ -435,17 +435,16 @@ pub(crate) async fn next_due(
     tenant: &str,
     now: Timestamp,
 ) -> Result<Option<Timestamp>> {
-    let due: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(t) FROM ( \
-           SELECT MIN(lease_expires_at) AS t FROM tasks WHERE tenant_id = $1 AND status = 'running' \
-           UNION ALL \
-           SELECT MIN(not_before) AS t FROM tasks \
-           WHERE tenant_id = $1 AND status = 'ready' AND not_before > 0 AND not_before > $2) AS due",
-    )
-    .bind(tenant)
-    .bind(now.0)
-    .fetch_one(pool)
-    .await?;
+    let sql = format!(
+        "SELECT MIN(t) FROM (SELECT {} AS t UNION ALL SELECT {} AS t) AS due",
+        leases::next_expiry_sql("$1"),
+        leases::next_backoff_sql("$1", "$2"),
+    );
+    let due: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(now.0)
+        .fetch_one(pool)
+        .await?;
     Ok(due.map(Timestamp))
 }
 
