@@ -307,6 +307,8 @@ pub(crate) async fn complete_many(
     const CLOSED: &[(&str, Kind)] = &[
         ("v_id", Kind::Text),
         ("v_n", Kind::Int),
+        ("v_worker", Kind::Text),
+        ("v_started", Kind::Int),
         ("v_now", Kind::Int),
     ];
     let mut out: Vec<Option<Result<Answer>>> = items.iter().map(|_| None).collect();
@@ -325,9 +327,19 @@ pub(crate) async fn complete_many(
         };
         // A running task's `attempts` is its lease's attempt number.
         let n: i64 = row.col("attempts")?;
-        // With writes in `WITH`, `update_done` closed them.
+        // With writes in `WITH`, `update_done` wrote them. The lease's
+        // worker and start outlive it in the row (`CLEAR_LEASE`).
         if !dialect::WRITES_IN_WITH {
-            closing.push([id.to_string().into(), n.into(), items[i].now.0.into()]);
+            let now = items[i].now.0;
+            let worker: Option<String> = row.col("lease_worker")?;
+            let started: Option<i64> = row.col("lease_started_at")?;
+            closing.push([
+                id.to_string().into(),
+                n.into(),
+                worker.unwrap_or_default().into(),
+                started.unwrap_or(now).into(),
+                now.into(),
+            ]);
         }
         logged.push((i, (Some(id), t.event, json!({"attempt": n}))));
         if row.col::<bool>("has_deps")? {
@@ -338,8 +350,8 @@ pub(crate) async fn complete_many(
     if !closing.is_empty() {
         let (with, mut p) = closing.with_clause();
         let sql = format!(
-            "{with} UPDATE{OR_FAIL} attempts SET outcome = 'completed', notes = NULL, error = NULL, ended_at = v.v_now \
-             FROM v WHERE attempts.tenant_id = {tenant} AND attempts.task_id = v.v_id AND attempts.n = v.v_n",
+            "{with} INSERT{OR_FAIL} INTO attempts {ENDED_COLS} \
+             SELECT {tenant}, v_id, v_n, v_worker, v_started, v_now, 'completed' FROM v WHERE v_id IS NOT NULL",
             tenant = p.next(),
         );
         dialect::fetch(ctx, sql, closing.args_then([tenant.into()])).await?;
@@ -356,6 +368,9 @@ pub(crate) async fn complete_many(
     release_dependents(ctx, tenant, &released, now).await?;
     Ok(out)
 }
+
+/// The columns of a completed attempt's row, inserted from a `SELECT`.
+const ENDED_COLS: &str = "(tenant_id, task_id, n, worker, started_at, ended_at, outcome)";
 
 /// Completed rows, and for each completed task the item that completed it.
 type Completed = (Vec<dialect::FastRow>, HashMap<Uuid, usize>);
@@ -485,10 +500,11 @@ async fn update_done(
     to: TaskStatus,
     whole: bool,
 ) -> Result<Vec<dialect::FastRow>> {
+    // The lease's worker and start, for the attempt's row.
     let cols = if whole {
-        TASK_COLS
+        format!("{TASK_COLS}, lease_started_at")
     } else {
-        "id, attempts, updated_at"
+        "id, attempts, updated_at, lease_worker, lease_started_at".to_owned()
     };
     let (with, mut p) = done.with_clause();
     let (status, tenant_p) = (p.next(), p.next());
@@ -511,9 +527,9 @@ async fn update_done(
         format!(
             "{with}, done AS ({set} AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
              AND tasks.lease_expires_at > v.v_now RETURNING {cols}), \
-             closed AS (UPDATE attempts SET outcome = 'completed', notes = NULL, error = NULL, \
-             ended_at = done.updated_at FROM done WHERE attempts.tenant_id = {tenant_p} \
-             AND attempts.task_id = done.id AND attempts.n = done.attempts) \
+             closed AS (INSERT INTO attempts {ENDED_COLS} SELECT {tenant_p}, done.id, done.attempts, \
+             COALESCE(done.lease_worker, ''), COALESCE(done.lease_started_at, done.updated_at), \
+             done.updated_at, 'completed' FROM done) \
              SELECT done.*, {} FROM done",
             has_deps(&tenant_p, "done")
         )
@@ -715,15 +731,12 @@ pub(crate) async fn claim_many(
 fn lease_set(status: &str, token: &str) -> String {
     format!(
         "status = {status}, attempts = attempts + 1, lease_token = {token}, \
-         lease_worker = v.v_worker, lease_attempt = attempts + 1, \
+         lease_worker = v.v_worker, lease_attempt = attempts + 1, lease_started_at = v.v_now, \
          lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
          lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
          not_before = 0, updated_at = v.v_now"
     )
 }
-
-/// The columns of the attempts leases start, inserted from a `SELECT`.
-const STARTED_COLS: &str = "(tenant_id, task_id, n, worker, started_at, outcome)";
 
 /// What one capability set's claims lease with.
 struct ClaimSet<'a> {
@@ -752,8 +765,11 @@ impl ClaimSet<'_> {
 /// the leases. When a lease has expired (and `ask_time`), it leases
 /// nothing: expired leases are recorded first, and the caller leases again.
 ///
+/// A lease starts an attempt, but writes no attempt row: until it ends,
+/// the attempt is the task's lease (`leases::close_attempt`).
+///
 /// Where the dialect allows writes in `WITH` (PostgreSQL), the look at the
-/// queue, the leases and the attempts they start are one statement;
+/// queue and the leases are one statement;
 /// elsewhere the look comes first (SQLite has no writes in `WITH`, and
 /// there a statement is a function call, not a round trip).
 async fn lease(
@@ -826,9 +842,7 @@ async fn lease_at_once(
          row_number() OVER (ORDER BY priority DESC, created_at, id) AS p_rank FROM ({pick}) AS r), \
          leased AS (UPDATE tasks SET {set} \
          FROM pick JOIN v ON pick.p_rank > v.v_lo AND pick.p_rank <= v.v_hi \
-         WHERE tasks.tenant_id = {t} AND tasks.id = pick.p_id RETURNING {TASK_COLS}, pick.p_rank), \
-         started AS (INSERT INTO attempts {STARTED_COLS} \
-         SELECT {t}, id, lease_attempt, lease_worker, updated_at, 'running' FROM leased) ",
+         WHERE tasks.tenant_id = {t} AND tasks.id = pick.p_id RETURNING {TASK_COLS}, pick.p_rank) ",
         set = lease_set(&status, "v.v_secret || tasks.id"),
     );
     if ask_time {
@@ -879,8 +893,7 @@ async fn lease_at_once(
     Ok((grants.into_iter().map(|(_, g)| g).collect(), timing))
 }
 
-/// [`lease`] as a look at the queue, then one statement for the leases and
-/// one for the attempts they start.
+/// [`lease`] as a look at the queue, then one statement for the leases.
 async fn lease_after_look(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -938,36 +951,11 @@ async fn lease_after_look(
         let task = rows::task(row)?;
         granted.insert(task.id.to_string(), task);
     }
-    const STARTED: &[(&str, Kind)] = &[
-        ("v_id", Kind::Text),
-        ("v_n", Kind::Int),
-        ("v_worker", Kind::Text),
-        ("v_now", Kind::Int),
-    ];
-    let mut started = Rows::new(STARTED);
     let mut grants = Vec::with_capacity(granted.len());
     for (id, i, token) in assigned {
-        let Some(task) = granted.remove(&id) else {
-            continue;
-        };
-        if let Some(lease) = &task.lease {
-            started.push([
-                id.into(),
-                i64::from(lease.attempt).into(),
-                lease.worker.as_str().into(),
-                items[i].now.0.into(),
-            ]);
+        if let Some(task) = granted.remove(&id) {
+            grants.push((i, token, task));
         }
-        grants.push((i, token, task));
-    }
-    if !started.is_empty() {
-        let (with, mut p) = started.with_clause();
-        let sql = format!(
-            "{with} INSERT{OR_FAIL} INTO attempts {STARTED_COLS} \
-             SELECT {tenant}, v_id, v_n, v_worker, v_now, 'running' FROM v WHERE v_id IS NOT NULL",
-            tenant = p.next(),
-        );
-        dialect::fetch(ctx, sql, started.args_then([tenant.into()])).await?;
     }
     Ok((grants, timing))
 }

@@ -35,6 +35,10 @@ fn task_of_token(token: &str) -> Option<Uuid> {
     Uuid::try_parse(token.get(start..)?).ok()
 }
 
+/// Writes the row of attempt `n`, which ends now. An attempt's row is
+/// written once, when it ends: until then it is the task's lease, and its
+/// worker and start are read from the task's row (which keeps them after
+/// the lease is cleared, so this may run before or after that).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn close_attempt(
     ctx: &mut WriteCtx,
@@ -47,16 +51,18 @@ pub(crate) async fn close_attempt(
     at: Timestamp,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE attempts SET outcome = $1, notes = $2, error = $3, ended_at = $4 \
-         WHERE tenant_id = $5 AND task_id = $6 AND n = $7",
+        "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, ended_at, outcome, notes, error) \
+         SELECT tenant_id, id, $1, COALESCE(lease_worker, ''), COALESCE(lease_started_at, $2), $3, $4, $5, $6 \
+         FROM tasks WHERE tenant_id = $7 AND id = $8",
     )
+    .bind(i64::from(n))
+    .bind(at.0)
+    .bind(at.0)
     .bind(outcome)
     .bind(notes)
     .bind(error)
-    .bind(at.0)
     .bind(tenant)
     .bind(task.to_string())
-    .bind(i64::from(n))
     .execute(&mut ctx.conn)
     .await?;
     Ok(())

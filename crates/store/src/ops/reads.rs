@@ -171,20 +171,28 @@ pub(crate) async fn checkpoint_get(
         .ok_or_else(|| StoreError::not_found("checkpoint", format!("{id}/{seq}")))
 }
 
-async fn attempts(conn: &mut Conn, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
+/// The task's attempts: the ended ones' rows, then the running one, which
+/// is the task's lease until it ends (`leases::close_attempt`).
+pub(crate) async fn attempt_list(pool: &Pool, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
+    let mut tx = pool.begin().await?;
+    let lease = sqlx::query(
+        "SELECT status, lease_attempt, lease_worker, lease_started_at FROM tasks \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::not_found("task", id))?;
     let rows =
         sqlx::query("SELECT * FROM attempts WHERE tenant_id = $1 AND task_id = $2 ORDER BY n")
             .bind(tenant)
             .bind(id.to_string())
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
-    rows.iter().map(rows::attempt).collect()
-}
-
-pub(crate) async fn attempt_list(pool: &Pool, tenant: &str, id: Uuid) -> Result<Vec<Attempt>> {
-    let mut tx = pool.begin().await?;
-    task(&mut tx, tenant, id).await?;
-    attempts(&mut tx, tenant, id).await
+    let mut out = rows.iter().map(rows::attempt).collect::<Result<Vec<_>>>()?;
+    out.extend(rows::running_attempt(&lease)?);
+    Ok(out)
 }
 
 /// The task's ancestors, outermost first.

@@ -200,6 +200,30 @@ pub(crate) fn attempt(row: &impl Get) -> Result<Attempt> {
     })
 }
 
+/// The attempt a running task's lease is, from its `status`,
+/// `lease_attempt`, `lease_worker` and `lease_started_at`; `None` unless
+/// it runs.
+pub(crate) fn running_attempt(row: &impl Get) -> Result<Option<Attempt>> {
+    if status(row)? != TaskStatus::Running {
+        return Ok(None);
+    }
+    let n: Option<i64> = row.col("lease_attempt")?;
+    let worker: Option<String> = row.col("lease_worker")?;
+    let started: Option<i64> = row.col("lease_started_at")?;
+    let (Some(n), Some(worker), Some(started)) = (n, worker, started) else {
+        return Err(corrupt("lease", "a running task without its lease"));
+    };
+    Ok(Some(Attempt {
+        n: u32::try_from(n).map_err(|e| corrupt("lease_attempt", e))?,
+        worker,
+        started_at: Timestamp(started),
+        ended_at: None,
+        outcome: AttemptOutcome::Running,
+        notes: None,
+        error: None,
+    }))
+}
+
 pub(crate) fn checkpoint(row: &impl Get) -> Result<Checkpoint> {
     Ok(Checkpoint {
         seq: row.col("seq")?,

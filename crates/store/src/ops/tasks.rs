@@ -19,9 +19,13 @@ use super::rows::{self, Get, TASK_COLS, to_json};
 use super::writer::WriteCtx;
 use crate::{Created, Idempotency, Result, Steer, StoreError};
 
-/// SQL that clears the lease columns, for `UPDATE tasks SET ...`.
-pub(crate) const CLEAR_LEASE: &str = "lease_token = NULL, lease_worker = NULL, \
-    lease_attempt = NULL, lease_ttl_ms = NULL, lease_expires_at = NULL";
+/// SQL that ends the lease, for `UPDATE tasks SET ...`. `lease_worker` and
+/// `lease_started_at` stay: the ended attempt's row is written from them,
+/// and a grouped completion does so from the row it updated, which is all
+/// `RETURNING` sees (migration 0006 on SQLite, 0007 on PostgreSQL). A
+/// task's lease is only read while it runs.
+pub(crate) const CLEAR_LEASE: &str =
+    "lease_token = NULL, lease_attempt = NULL, lease_ttl_ms = NULL, lease_expires_at = NULL";
 
 /// The task as the writer sees it inside the batch transaction.
 pub(crate) async fn load(ctx: &mut WriteCtx, tenant: &str, id: Uuid) -> Result<Task> {

@@ -32,6 +32,16 @@ const MIGRATIONS: &Migrations = &[
         "no_lease_token_index",
         include_str!("../../migrations/postgres/0005_no_lease_token_index.sql"),
     ),
+    (
+        6,
+        "byte_order_keys",
+        include_str!("../../migrations/postgres/0006_byte_order_keys.sql"),
+    ),
+    (
+        7,
+        "attempts_written_once",
+        include_str!("../../migrations/postgres/0007_attempts_written_once.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming aruntime's migration lock.
