@@ -1,4 +1,4 @@
-//! How requests reach a server: over HTTP with `reqwest`, or handed to an
+//! How requests reach a server: over HTTP with `hyper`, or handed to an
 //! in-process service (the server's own router serves its MCP endpoint this
 //! way, so MCP tools run exactly the HTTP API's code without a socket).
 
@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
 
 /// Sends one request and returns the whole response. Errors are transport
 /// failures (connection refused, reset, timeout), as text.
@@ -19,26 +22,34 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<http::Response<Bytes>, String>;
 }
 
-/// HTTP/1.1 over TCP.
+/// HTTP/1.1 over TCP, with a pool of kept-alive connections per server.
+///
+/// `hyper`'s own client, not `reqwest`: a request here is already an
+/// `http::Request`, and `reqwest` turned each one's URI into a `url::Url`
+/// (a full WHATWG parse) and back; at the request rates of `aruntime bench`
+/// that and its other layers were a tenth of the client's CPU, on the cores
+/// the server and its writer need (docs/performance.md, finding 39). Plain
+/// `http://` only; proxies are not used: aruntime servers are reached
+/// directly.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl HttpTransport {
-    /// A connection pool. Proxies are ignored: aruntime servers are
-    /// reached directly.
+    /// A connection pool.
     pub fn new() -> Result<HttpTransport, String> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        // A request is one small write; waiting to coalesce it with the
+        // next only adds latency.
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(HttpTransport { client })
     }
 }
 
-/// The message of an error and of its causes, which `reqwest` keeps apart.
+/// The message of an error and of its causes, which `hyper` keeps apart.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
@@ -57,14 +68,16 @@ impl Transport for HttpTransport {
         req: http::Request<Bytes>,
         timeout: Duration,
     ) -> Result<http::Response<Bytes>, String> {
-        let mut req = reqwest::Request::try_from(req).map_err(|e| chain(&e))?;
-        *req.timeout_mut() = Some(timeout);
-        let resp = self.client.execute(req).await.map_err(|e| chain(&e))?;
-        let mut out = http::Response::builder().status(resp.status());
-        if let Some(h) = out.headers_mut() {
-            *h = resp.headers().clone();
-        }
-        let body = resp.bytes().await.map_err(|e| chain(&e))?;
-        out.body(body).map_err(|e| e.to_string())
+        let (parts, body) = req.into_parts();
+        let req = http::Request::from_parts(parts, Full::new(body));
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| chain(&e))?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
+            Ok(http::Response::from_parts(parts, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("no response within {timeout:?}"))?
     }
 }
