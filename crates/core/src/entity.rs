@@ -55,6 +55,9 @@ pub struct Task {
     pub do_not_retry: Vec<String>,
     /// Number of the latest checkpoint (0: none).
     pub checkpoint_seq: i64,
+    /// How many decisions are recorded on the task itself.
+    #[serde(default)]
+    pub decision_count: u32,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.

@@ -162,6 +162,7 @@ conformance!(
     concurrent_claims_respect_each_max_worker_and_label,
     completions_in_one_batch_release_a_shared_dependent,
     contexts_read_together_match_contexts_read_alone,
+    a_claim_of_fresh_tasks_brings_the_decisions_they_have,
     any_tenant_id_is_written_safely,
     creates_together_answer_each_task_as_stored,
     completions_together_release_only_their_own_dependents,
@@ -1003,6 +1004,47 @@ async fn contexts_read_together_match_contexts_read_alone(h: &Harness) {
         1,
         "the failed attempt, not the running one"
     );
+}
+
+/// Fresh tasks (no goal, dependency, checkpoint or earlier attempt) are
+/// claimed with packets read from the tasks alone when they count no
+/// decisions; one that has a decision must still bring it, and the count
+/// must be the task's own.
+async fn a_claim_of_fresh_tasks_brings_the_decisions_they_have(h: &Harness) {
+    let store = &h.store;
+    let now = h.clock.now();
+    let plain = h.task("default", NewTask::titled("plain")).await;
+    let decided = h.task("default", NewTask::titled("decided")).await;
+    for title in ["use sqlite", "no network"] {
+        let d = aruntime_api::NewDecision {
+            title: title.into(),
+            rationale: String::new(),
+        };
+        store
+            .decision_add("default", decided, d, now)
+            .await
+            .unwrap();
+    }
+    let counts = |id| async move { store.task_get("default", id).await.unwrap().decision_count };
+    assert_eq!((counts(plain).await, counts(decided).await), (0, 2));
+    let granted = store
+        .lease_claim("default", Harness::params("w", 2), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(granted.len(), 2);
+    let tasks = granted.iter().map(|c| c.task.clone()).collect();
+    let packets = store.contexts("default", tasks).await.unwrap();
+    for (c, packet) in granted.iter().zip(&packets) {
+        let titles: Vec<&str> = packet.decisions.iter().map(|d| d.title.as_str()).collect();
+        if c.task.id == decided {
+            assert_eq!(titles, ["use sqlite", "no network"]);
+        } else {
+            assert!(titles.is_empty(), "{titles:?}");
+        }
+        let alone = store.context("default", c.task.id).await.unwrap();
+        assert_eq!(packet, &alone, "{}", c.task.title);
+    }
 }
 
 /// PostgreSQL writes plain tenant ids into a batch's opening and closing

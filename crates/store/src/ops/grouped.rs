@@ -278,6 +278,7 @@ fn created(id: Uuid, spec: &NewTask, status: TaskStatus, now: Timestamp) -> Task
         blocked_reason: None,
         do_not_retry: vec![],
         checkpoint_seq: 0,
+        decision_count: 0,
         created_at: now,
         updated_at: now,
     }

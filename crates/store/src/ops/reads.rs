@@ -299,13 +299,21 @@ pub(crate) async fn contexts(
     }
     // Fresh tasks with no goal, dependency, checkpoint or earlier attempt
     // (a queue's usual claim) need only their decisions: one query, its
-    // own snapshot, so no transaction around it.
+    // own snapshot, so no transaction around it; and none at all when the
+    // tasks say they have no decisions (the lease route's read, on the
+    // path from create to lease, finding 40).
     let one_query = tasks.iter().all(|t| {
         t.parent_id.is_none()
             && t.depends_on.is_empty()
             && t.checkpoint_seq == 0
             && !has_earlier_attempts(t)
     });
+    if one_query && tasks.iter().all(|t| t.decision_count == 0) {
+        return Ok(tasks
+            .into_iter()
+            .map(|t| packet(t, vec![], vec![], vec![], vec![], None))
+            .collect());
+    }
     if one_query {
         let mut conn = pool.acquire().await?;
         return contexts_in(&mut conn, tenant, tasks).await;
@@ -375,7 +383,7 @@ async fn contexts_in(
     for (t, goal_chain) in tasks.into_iter().zip(chains) {
         let mut mine: HashSet<Uuid> = goal_chain.iter().map(|g| g.id).collect();
         mine.insert(t.id);
-        let decisions = decisions
+        let decisions: Vec<Decision> = decisions
             .iter()
             .filter(|d| mine.contains(&d.task_id))
             .cloned()
@@ -399,26 +407,46 @@ async fn contexts_in(
         } else {
             None
         };
-        out.push(ContextBundle {
-            attempts: attempts.remove(&t.id).unwrap_or_default(),
-            task: TaskBrief {
-                id: t.id,
-                title: t.title,
-                goal: t.goal,
-                status: t.status,
-                labels: t.labels,
-                priority: t.priority,
-            },
+        let attempts = attempts.remove(&t.id).unwrap_or_default();
+        out.push(packet(
+            t,
             goal_chain,
-            acceptance: t.acceptance,
             dependencies,
             decisions,
+            attempts,
             latest_checkpoint,
-            do_not_retry: t.do_not_retry,
-            omitted: vec![],
-        });
+        ));
     }
     Ok(out)
+}
+
+/// A task's resume packet from its parts.
+fn packet(
+    t: Task,
+    goal_chain: Vec<GoalRef>,
+    dependencies: Vec<DependencyResult>,
+    decisions: Vec<Decision>,
+    attempts: Vec<Attempt>,
+    latest_checkpoint: Option<Checkpoint>,
+) -> ContextBundle {
+    ContextBundle {
+        attempts,
+        task: TaskBrief {
+            id: t.id,
+            title: t.title,
+            goal: t.goal,
+            status: t.status,
+            labels: t.labels,
+            priority: t.priority,
+        },
+        goal_chain,
+        acceptance: t.acceptance,
+        dependencies,
+        decisions,
+        latest_checkpoint,
+        do_not_retry: t.do_not_retry,
+        omitted: vec![],
+    }
 }
 
 pub(crate) async fn event_list(pool: &Pool, tenant: &str, q: &EventQuery) -> Result<EventPage> {

@@ -91,7 +91,7 @@ where
 pub(crate) const TASK_COLS: &str = "id, title, goal, acceptance, labels, priority, status, held, \
     parent_id, depends_on, pending_deps, max_attempts, failed_attempts, attempts, lease_ttl_s, \
     not_before, lease_worker, lease_attempt, lease_expires_at, result, error, blocked_reason, \
-    do_not_retry, checkpoint_seq, created_at, updated_at";
+    do_not_retry, checkpoint_seq, decision_count, created_at, updated_at";
 
 fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{col}: {e}"))
@@ -181,6 +181,7 @@ pub(crate) fn task(row: &impl Get) -> Result<Task> {
         blocked_reason: row.col("blocked_reason")?,
         do_not_retry: json(row, "do_not_retry")?,
         checkpoint_seq: row.col("checkpoint_seq")?,
+        decision_count: u32_col(row, "decision_count")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })

@@ -588,6 +588,15 @@ pub(crate) async fn decision_add(
     .bind(now.0)
     .execute(&mut ctx.conn)
     .await?;
+    // Counted on the task, so that a claim of tasks without decisions
+    // reads none (`reads::contexts`).
+    sqlx::query(
+        "UPDATE tasks SET decision_count = decision_count + 1 WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(&tenant)
+    .bind(task.to_string())
+    .execute(&mut ctx.conn)
+    .await?;
     event(
         ctx,
         &tenant,

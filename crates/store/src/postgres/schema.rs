@@ -42,6 +42,11 @@ const MIGRATIONS: &Migrations = &[
         "attempts_written_once",
         include_str!("../../migrations/postgres/0007_attempts_written_once.sql"),
     ),
+    (
+        8,
+        "decision_count",
+        include_str!("../../migrations/postgres/0008_decision_count.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming aruntime's migration lock.

@@ -35,6 +35,11 @@ const MIGRATIONS: &Migrations = &[
         "attempts_written_once",
         include_str!("../../migrations/sqlite/0006_attempts_written_once.sql"),
     ),
+    (
+        7,
+        "decision_count",
+        include_str!("../../migrations/sqlite/0007_decision_count.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(conn: &mut Conn) -> Result<()> {
