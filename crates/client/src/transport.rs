@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// Sends one request and returns the whole response. Errors are transport
 /// failures (connection refused, reset, timeout), as text.
@@ -44,7 +44,12 @@ impl HttpTransport {
         // A request is one small write; waiting to coalesce it with the
         // next only adds latency.
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        // Idle connections are closed after 90 s, as `reqwest` did; the pool
+        // needs a timer for that.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
         Ok(HttpTransport { client })
     }
 }
