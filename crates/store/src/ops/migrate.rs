@@ -44,3 +44,76 @@ pub(crate) async fn apply(conn: &mut Conn, migrations: &Migrations) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use aruntime_core::{AttemptOutcome, TaskStatus, Timestamp};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::super::testing::{migrated_until, reopen};
+    use crate::{Finish, Store};
+
+    /// A lease granted before attempts were written once still shows its
+    /// running attempt, with the start the old row held, after the
+    /// upgrade; its completion writes that attempt's one row.
+    #[tokio::test]
+    async fn an_attempt_running_across_the_upgrade_keeps_its_start() {
+        let Some((guard, mut conn)) = migrated_until("attempts_written_once").await else {
+            return;
+        };
+        let id = Uuid::now_v7();
+        let token = format!("ls_{}{id}", Uuid::new_v4().simple());
+        sqlx::query("INSERT INTO tenants (id, created_at) VALUES ('default', 0)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, \
+             held, depends_on, pending_deps, max_attempts, attempts, lease_ttl_s, lease_token, \
+             lease_worker, lease_attempt, lease_ttl_ms, lease_expires_at, created_at, updated_at) \
+             VALUES ('default', $1, 't', '', '[]', '[]', 0, 'running', FALSE, '[]', 0, 3, 1, 60, \
+             $2, 'w1', 1, 60000, 61000, 500, 1000)",
+        )
+        .bind(id.to_string())
+        .bind(&token)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO attempts (tenant_id, task_id, n, worker, started_at, outcome) \
+             VALUES ('default', $1, 1, 'w1', 1000, 'running')",
+        )
+        .bind(id.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::Connection::close(conn).await.unwrap();
+
+        let store = reopen(&guard).await;
+        let running = store.attempt_list("default", id).await.unwrap();
+        assert_eq!(running.len(), 1, "{running:?}");
+        assert_eq!(running[0].outcome, AttemptOutcome::Running);
+        assert_eq!((running[0].n, running[0].worker.as_str()), (1, "w1"));
+        assert_eq!(running[0].started_at, Timestamp(1000));
+
+        let done = store
+            .task_finish(
+                "default",
+                id,
+                &token,
+                Finish::Complete {
+                    result: json!({"ok": true}),
+                },
+                Timestamp(2000),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.status, TaskStatus::Done);
+        let ended = store.attempt_list("default", id).await.unwrap();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].outcome, AttemptOutcome::Completed);
+        assert_eq!(ended[0].started_at, Timestamp(1000));
+        assert_eq!(ended[0].ended_at, Some(Timestamp(2000)));
+    }
+}

@@ -427,4 +427,28 @@ mod testing {
         assert!(store.bootstrap("admin-hash", now).await.unwrap());
         Some((db, store))
     }
+
+    /// A database of its own migrated up to, not including, migration
+    /// `name`, a connection to it, and the guard that drops it; `None`
+    /// (after a loud message) without PostgreSQL.
+    pub(crate) async fn migrated_until(
+        name: &str,
+    ) -> Option<(aruntime_testkit::TestDb, super::Conn)> {
+        use sqlx::Connection;
+        let db = aruntime_testkit::TestDb::create().await?;
+        let mut conn = super::Conn::connect(&db.url).await.unwrap();
+        let until = super::schema::MIGRATIONS
+            .iter()
+            .position(|m| m.1 == name)
+            .unwrap();
+        super::migrate::apply(&mut conn, &super::schema::MIGRATIONS[..until])
+            .await
+            .unwrap();
+        Some((db, conn))
+    }
+
+    /// The store on a database [`migrated_until`] made, migrated to the end.
+    pub(crate) async fn reopen(db: &aruntime_testkit::TestDb) -> PgStore {
+        PgStore::open(&PgConfig::new(&db.url)).await.unwrap()
+    }
 }

@@ -6,7 +6,7 @@ use super::migrate::{Migrations, apply};
 
 use crate::Result;
 
-const MIGRATIONS: &Migrations = &[
+pub(crate) const MIGRATIONS: &Migrations = &[
     (
         1,
         "core",

@@ -313,4 +313,31 @@ mod testing {
         assert!(store.bootstrap("admin-hash", now).await.unwrap());
         Some((dir, store))
     }
+
+    /// A fresh database migrated up to, not including, migration `name`,
+    /// a connection to it, and what keeps its files.
+    pub(crate) async fn migrated_until(name: &str) -> Option<(tempfile::TempDir, super::Conn)> {
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aruntime.db");
+        let mut conn = super::options(&path, super::Durability::Full)
+            .connect()
+            .await
+            .unwrap();
+        let until = super::schema::MIGRATIONS
+            .iter()
+            .position(|m| m.1 == name)
+            .unwrap();
+        super::migrate::apply(&mut conn, &super::schema::MIGRATIONS[..until])
+            .await
+            .unwrap();
+        Some((dir, conn))
+    }
+
+    /// The store on a database [`migrated_until`] made, migrated to the end.
+    pub(crate) async fn reopen(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&SqliteConfig::new(dir.path()))
+            .await
+            .unwrap()
+    }
 }
