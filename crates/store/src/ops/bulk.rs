@@ -112,6 +112,15 @@ impl Rows {
     /// parameters come from the returned [`Placeholders`], in the order they
     /// appear in its text, and are bound in that order after [`into_args`](Self::into_args).
     pub(crate) fn with_clause(&self) -> (String, Placeholders) {
+        let mut p = Placeholders { next: 1 };
+        let cte = self.cte("v", &mut p);
+        (format!("WITH {cte}"), p)
+    }
+
+    /// `name(cols) AS MATERIALIZED (VALUES …)`, a further table of rows in a
+    /// statement's `WITH`, its parameters taken from `p` where it stands
+    /// in the text.
+    pub(crate) fn cte(&self, name: &str, p: &mut Placeholders) -> String {
         use std::fmt::Write;
         // Written into one string: built per batch, this was a twentieth of
         // the SQLite writer's time as a string per cell joined twice.
@@ -119,15 +128,15 @@ impl Rows {
         let padded = self.padded();
         let anonymous = dialect::param(1) == "?";
         let mut sql = String::with_capacity(64 + padded * width * 6);
-        sql.push_str("WITH v(");
-        for (i, (name, _)) in self.cols.iter().enumerate() {
+        sql.push_str(name);
+        sql.push('(');
+        for (i, (col, _)) in self.cols.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(name);
+            sql.push_str(col);
         }
         sql.push_str(") AS MATERIALIZED (VALUES ");
-        let mut n = 1;
         for r in 0..padded {
             sql.push_str(if r == 0 { "(" } else { ", (" });
             for c in 0..width {
@@ -137,14 +146,14 @@ impl Rows {
                 if anonymous {
                     sql.push('?');
                 } else {
-                    let _ = write!(sql, "${n}");
+                    let _ = write!(sql, "${}", p.next);
                 }
-                n += 1;
+                p.next += 1;
             }
             sql.push(')');
         }
         sql.push(')');
-        (sql, Placeholders { next: n })
+        sql
     }
 
     /// The statement's first arguments: every cell, then the padding.

@@ -29,7 +29,7 @@ use super::bulk::{Kind, MAX_ROWS, Rows};
 use super::dialect::{self, OR_FAIL};
 use super::leases;
 use super::rows::{self, Get, TASK_COLS, json_text, to_json};
-use super::tasks::{self, CLEAR_LEASE, events, release_dependents};
+use super::tasks::{self, CLEAR_LEASE, EVENT_COLS, events, release_dependents};
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
 
@@ -300,8 +300,9 @@ pub(crate) async fn complete_many(
     let whole = items
         .iter()
         .any(|p| matches!(p.op, Grouped::Complete { whole: true, .. }));
-    let (returned, winners) = if dialect::WRITES_IN_WITH {
-        complete_checked_in_sql(ctx, tenant, items, t.to, whole).await?
+    let now = latest(items);
+    let (returned, winners, logged_in_sql) = if dialect::WRITES_IN_WITH {
+        complete_checked_in_sql(ctx, tenant, items, t.to, t.event, now, whole).await?
     } else {
         complete_after_lease_read(ctx, tenant, items, t.to, whole).await?
     };
@@ -357,15 +358,16 @@ pub(crate) async fn complete_many(
         );
         dialect::fetch(ctx, sql, closing.args_then([tenant.into()])).await?;
     }
-    // Logged in the order the writes arrived.
-    logged.sort_by_key(|(i, _)| *i);
-    let now = latest(items);
-    events(
-        ctx,
-        tenant,
-        logged.into_iter().map(|(_, e)| e).collect(),
-        now,
-    );
+    // Logged in the order the writes arrived, unless the statement did.
+    if !logged_in_sql {
+        logged.sort_by_key(|(i, _)| *i);
+        events(
+            ctx,
+            tenant,
+            logged.into_iter().map(|(_, e)| e).collect(),
+            now,
+        );
+    }
     release_dependents(ctx, tenant, &released, now).await?;
     Ok(out)
 }
@@ -373,17 +375,24 @@ pub(crate) async fn complete_many(
 /// The columns of a completed attempt's row, inserted from a `SELECT`.
 const ENDED_COLS: &str = "(tenant_id, task_id, n, worker, started_at, ended_at, outcome)";
 
-/// Completed rows, and for each completed task the item that completed it.
-type Completed = (Vec<dialect::FastRow>, HashMap<Uuid, usize>);
+/// Completed rows, for each completed task the item that completed it, and
+/// whether the statement also logged the completions.
+type Completed = (Vec<dialect::FastRow>, HashMap<Uuid, usize>, bool);
 
-/// One statement: update the tasks whose lease is live and matches, and
-/// close those tasks' attempts. Only the first completion of a task in
+/// One statement: update the tasks whose lease is live and matches, write
+/// those tasks' attempts, and log the completions after the events the
+/// batch has recorded so far, which it writes too (one statement less
+/// before COMMIT; `BatchEvents`). Only the first completion of a task in
 /// the group is tried; any other runs alone afterwards, answered as then.
+/// When the batch holds another tenant's unwritten events, or more than
+/// one statement's worth, the completions are recorded as usual instead.
 async fn complete_checked_in_sql(
     ctx: &mut WriteCtx,
     tenant: &str,
     items: &[&Pending],
     to: TaskStatus,
+    event: &str,
+    now: Timestamp,
     whole: bool,
 ) -> Result<Completed> {
     const DONE: &[(&str, Kind)] = &[
@@ -391,6 +400,7 @@ async fn complete_checked_in_sql(
         ("v_token", Kind::Text),
         ("v_result", Kind::Text),
         ("v_now", Kind::Int),
+        ("v_ord", Kind::Int),
     ];
     let mut first: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
     let mut done = Rows::new(DONE);
@@ -410,13 +420,42 @@ async fn complete_checked_in_sql(
             token.as_str().into(),
             json_text(result).into(),
             p.now.0.into(),
+            (i as i64).into(),
         ]);
     }
     if done.is_empty() {
-        return Ok((vec![], first));
+        return Ok((vec![], first, false));
     }
-    let returned = update_done(ctx, tenant, done, to, whole).await?;
-    Ok((returned, first))
+    let log = ctx
+        .events
+        .unwritten_of(tenant)
+        .filter(|earlier| earlier.len() <= MAX_ROWS)
+        .map(|earlier| {
+            let mut rows = Rows::new(EVENT_COLS);
+            for (ord, e) in (1i64..).zip(earlier) {
+                rows.push(e.cells(ord));
+            }
+            Log {
+                earlier: rows,
+                event,
+                at: now,
+            }
+        });
+    let logged = log.is_some();
+    let returned = update_done(ctx, tenant, done, to, whole, log).await?;
+    if logged {
+        ctx.events.all_written();
+    }
+    Ok((returned, first, logged))
+}
+
+/// What a completion statement logs (PostgreSQL): the batch's unwritten
+/// events, then a `event` for each completion (`{"attempt": n}`, as
+/// `complete_many` records it), at `at`.
+struct Log<'a> {
+    earlier: Rows,
+    event: &'a str,
+    at: Timestamp,
 }
 
 /// Reads every lease in one statement, then completes in one the tasks
@@ -481,10 +520,10 @@ async fn complete_after_lease_read(
         }
     }
     if done.is_empty() {
-        return Ok((vec![], winners));
+        return Ok((vec![], winners, false));
     }
-    let returned = update_done(ctx, tenant, done, to, whole).await?;
-    Ok((returned, winners))
+    let returned = update_done(ctx, tenant, done, to, whole, None).await?;
+    Ok((returned, winners, false))
 }
 
 /// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
@@ -492,14 +531,16 @@ async fn complete_after_lease_read(
 /// rows (`whole`, or only `id` and `attempts`), each with `has_deps`:
 /// whether another task depends on it. With writes in `WITH`, the
 /// statement also checks each lease (the same test as
-/// `leases::lease_is_live`, row by row) and closes the completed tasks'
-/// attempts.
+/// `leases::lease_is_live`, row by row), writes the completed tasks'
+/// attempts, and with `log` (and `v_ord`, each item's place) writes the
+/// events it holds.
 async fn update_done(
     ctx: &mut WriteCtx,
     tenant: &str,
     done: Rows,
     to: TaskStatus,
     whole: bool,
+    log: Option<Log<'_>>,
 ) -> Result<Vec<dialect::FastRow>> {
     // The lease's worker and start, for the attempt's row.
     let cols = if whole {
@@ -524,11 +565,36 @@ async fn update_done(
         "UPDATE{OR_FAIL} tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
          updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id"
     );
+    let mut args = done.args_then([to.as_str().into(), tenant.into()]);
     let sql = if dialect::WRITES_IN_WITH {
+        // The batch's earlier events first, then one per completion in the
+        // order the writes arrived, numbered from the log's last (the
+        // writer holds the tenant's lock; see `tasks::flush_events`).
+        let logging = match log {
+            None => String::new(),
+            Some(Log { earlier, event, at }) => {
+                let k = earlier.len() as i64;
+                let e = earlier.cte("e", &mut p);
+                let (k_p, event_p, at_p) = (p.next(), p.next(), p.next());
+                args.extend(earlier.into_args());
+                args.extend([k.into(), event.into(), at.0.into()]);
+                format!(
+                    "{e}, last AS (SELECT COALESCE((SELECT x.seq FROM events x \
+                     WHERE x.tenant_id = {tenant_p} ORDER BY x.seq DESC LIMIT 1), 0) AS seq), \
+                     earlier AS (INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+                     SELECT {tenant_p}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
+                     FROM e CROSS JOIN last WHERE e.v_ord IS NOT NULL), \
+                     logged AS (INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+                     SELECT {tenant_p}, last.seq + {k_p} + row_number() OVER (ORDER BY v.v_ord), \
+                     done.id, {event_p}, '{{\"attempt\":' || done.attempts || '}}', {at_p} \
+                     FROM done JOIN v ON v.v_id = done.id CROSS JOIN last), "
+                )
+            }
+        };
         format!(
             "{with}, done AS ({set} AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
              AND tasks.lease_expires_at > v.v_now RETURNING {cols}), \
-             closed AS (INSERT INTO attempts {ENDED_COLS} SELECT {tenant_p}, done.id, done.attempts, \
+             {logging}closed AS (INSERT INTO attempts {ENDED_COLS} SELECT {tenant_p}, done.id, done.attempts, \
              COALESCE(done.lease_worker, ''), COALESCE(done.lease_started_at, done.updated_at), \
              done.updated_at, 'completed' FROM done) \
              SELECT done.*, {} FROM done",
@@ -540,12 +606,7 @@ async fn update_done(
             has_deps("tasks.tenant_id", "tasks")
         )
     };
-    dialect::fetch(
-        ctx,
-        sql,
-        done.args_then([to.as_str().into(), tenant.into()]),
-    )
-    .await
+    dialect::fetch(ctx, sql, args).await
 }
 
 /// What a group's first look at the queue learned about time.
@@ -990,6 +1051,88 @@ mod tests {
             capabilities: vec![],
             max,
             ttl_s: Some(ttl_s),
+        }
+    }
+
+    /// A batch that creates, claims and completes keeps its events in the
+    /// order it recorded them, numbered without gaps, whoever writes them
+    /// (on PostgreSQL the completion statement writes them all); the
+    /// completions are logged in the order they arrived.
+    #[tokio::test]
+    async fn one_batch_logs_its_groups_in_order() {
+        let now = Timestamp(1_000_000);
+        let Some((_guard, store)) = bootstrapped(now).await else {
+            return;
+        };
+        let before = store
+            .event_list("default", &Default::default())
+            .await
+            .unwrap()
+            .events
+            .len();
+        let completed: Vec<Uuid> = store
+            .writer
+            .write(Some("default".into()), move |ctx| {
+                Box::pin(async move {
+                    let creates: Vec<Pending> = (0..3)
+                        .map(|i| Pending {
+                            now,
+                            op: Grouped::Create(NewTask::titled(format!("t{i}"))),
+                        })
+                        .collect();
+                    run_many(ctx, "default", &creates.iter().collect::<Vec<_>>()).await?;
+                    let claim = [Pending {
+                        now,
+                        op: Grouped::Claim(params("w", 3, 60)),
+                    }];
+                    let mut got = run_many(ctx, "default", &[&claim[0]]).await?;
+                    let Some(Some(Ok(claimed))) = got.pop() else {
+                        panic!("the claim was not answered");
+                    };
+                    let granted = claimed.into_claim()?.granted;
+                    assert_eq!(granted.len(), 3);
+                    // Completed in the reverse of the queue's order.
+                    let completes: Vec<Pending> = granted
+                        .iter()
+                        .rev()
+                        .map(|c| Pending {
+                            now,
+                            op: Grouped::Complete {
+                                id: c.task.id,
+                                token: c.lease.clone(),
+                                result: serde_json::json!(null),
+                                whole: false,
+                            },
+                        })
+                        .collect();
+                    run_many(ctx, "default", &completes.iter().collect::<Vec<_>>()).await?;
+                    Ok(granted.iter().rev().map(|c| c.task.id).collect())
+                })
+            })
+            .await
+            .unwrap();
+        let events = store
+            .event_list("default", &Default::default())
+            .await
+            .unwrap()
+            .events;
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+        let ours = &events[before..];
+        let kinds: Vec<&str> = ours.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                ["task.created"; 3].as_slice(),
+                &["task.leased"; 3],
+                &["task.completed"; 3]
+            ]
+            .concat()
+        );
+        let done_order: Vec<Uuid> = ours[6..].iter().filter_map(|e| e.task_id).collect();
+        assert_eq!(done_order, completed);
+        for e in &ours[6..] {
+            assert_eq!(e.data, serde_json::json!({"attempt": 1}));
         }
     }
 

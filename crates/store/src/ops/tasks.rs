@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::bulk::{Kind, Rows};
+use super::bulk::{Cell, Kind, Rows};
 use super::dialect::{self, OR_FAIL};
 use super::rows::{self, Get, TASK_COLS, to_json};
 use super::writer::WriteCtx;
@@ -52,6 +52,79 @@ pub(crate) struct PendingEvent {
     at: Timestamp,
 }
 
+/// The events a batch recorded, in order; the first `written` of them are
+/// already in the log (a statement that ran anyway took them along,
+/// `grouped::complete_many` on PostgreSQL), the rest wait for
+/// [`flush_events`].
+#[derive(Default)]
+pub(crate) struct BatchEvents {
+    recorded: Vec<PendingEvent>,
+    written: usize,
+}
+
+/// Where a [`BatchEvents`] stood, to go back to when a savepoint is
+/// rolled back.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct EventsMark {
+    recorded: usize,
+    written: usize,
+}
+
+impl BatchEvents {
+    pub(crate) fn mark(&self) -> EventsMark {
+        EventsMark {
+            recorded: self.recorded.len(),
+            written: self.written,
+        }
+    }
+
+    /// Forgets what was recorded, and that anything was written, after `m`
+    /// (the database rolled those writes back too).
+    pub(crate) fn rewind(&mut self, m: EventsMark) {
+        self.recorded.truncate(m.recorded);
+        self.written = m.written;
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.recorded.clear();
+        self.written = 0;
+    }
+
+    /// The events not yet written, if all are `tenant`'s.
+    pub(crate) fn unwritten_of(&self, tenant: &str) -> Option<&[PendingEvent]> {
+        let rest = self.recorded.get(self.written..)?;
+        rest.iter().all(|e| e.tenant == tenant).then_some(rest)
+    }
+
+    /// Says every event recorded so far is in the log.
+    pub(crate) fn all_written(&mut self) {
+        self.written = self.recorded.len();
+    }
+}
+
+impl PendingEvent {
+    /// The cells of its row in an events insert (`EVENT_COLS`), `ord` its
+    /// place among the rows the statement numbers.
+    pub(crate) fn cells(&self, ord: i64) -> [Cell; 5] {
+        [
+            ord.into(),
+            self.task.map(|t| t.to_string()).into(),
+            self.kind.as_str().into(),
+            self.data.to_string().into(),
+            self.at.0.into(),
+        ]
+    }
+}
+
+/// The columns of events rows bound as parameters.
+pub(crate) const EVENT_COLS: &[(&str, Kind)] = &[
+    ("v_ord", Kind::Int),
+    ("v_task", Kind::Text),
+    ("v_kind", Kind::Text),
+    ("v_data", Kind::Text),
+    ("v_at", Kind::Int),
+];
+
 /// Appends to the tenant's gapless event log, in the caller's transaction.
 /// The row is written with the rest of the batch's events just before
 /// COMMIT, so a write that is rolled back to its savepoint takes its events
@@ -65,7 +138,7 @@ pub(crate) fn event(
     data: Value,
     now: Timestamp,
 ) {
-    ctx.events.push(PendingEvent {
+    ctx.events.recorded.push(PendingEvent {
         tenant: tenant.to_owned(),
         task,
         kind: kind.to_owned(),
@@ -97,30 +170,21 @@ pub(crate) fn events(
 /// statement never sees its own rows (SQLite stages an insert that reads
 /// its own table, PostgreSQL reads its snapshot).
 pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
-    let mut pending = std::mem::take(&mut ctx.events);
+    let BatchEvents {
+        mut recorded,
+        written,
+    } = std::mem::take(&mut ctx.events);
+    let mut pending = recorded.split_off(written.min(recorded.len()));
     // A stable sort keeps each tenant's events in the order they happened.
     pending.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    const COLS: &[(&str, Kind)] = &[
-        ("v_ord", Kind::Int),
-        ("v_task", Kind::Text),
-        ("v_kind", Kind::Text),
-        ("v_data", Kind::Text),
-        ("v_at", Kind::Int),
-    ];
     for tenant_events in pending.chunk_by(|a, b| a.tenant == b.tenant) {
         for chunk in tenant_events.chunks(super::bulk::MAX_ROWS) {
             let Some(tenant) = chunk.first().map(|e| e.tenant.as_str()) else {
                 continue;
             };
-            let mut rows_in = Rows::new(COLS);
+            let mut rows_in = Rows::new(EVENT_COLS);
             for (ord, e) in (1i64..).zip(chunk) {
-                rows_in.push([
-                    ord.into(),
-                    e.task.map(|t| t.to_string()).into(),
-                    e.kind.as_str().into(),
-                    e.data.to_string().into(),
-                    e.at.0.into(),
-                ]);
+                rows_in.push(e.cells(ord));
             }
             let (with, mut p) = rows_in.with_clause();
             let sql = format!(

@@ -46,7 +46,7 @@ use sqlx::ConnectOptions;
 
 use super::bulk::MAX_ROWS;
 use super::grouped::{self, Answer, Grouped, Pending};
-use super::tasks::{PendingEvent, flush_events};
+use super::tasks::{BatchEvents, EventsMark, flush_events};
 use super::{Conn, ConnectOpts, dialect};
 use crate::{ClaimOutcome, Result, StoreError, Wakeups};
 
@@ -61,8 +61,9 @@ pub(crate) struct WriteCtx {
     pub(crate) wake: WakeList,
     /// Parked claims this batch took, by tenant and slot, with what they got.
     parked: Vec<(String, u64, Option<ClaimOutcome>)>,
-    /// Events the batch's writes recorded, written just before COMMIT.
-    pub(crate) events: Vec<PendingEvent>,
+    /// Events the batch's writes recorded, written just before COMMIT
+    /// unless a statement took them along.
+    pub(crate) events: BatchEvents,
 }
 
 /// Tenants whose waiting claims should look again after the commit, and how.
@@ -352,7 +353,7 @@ async fn run(
                     conn: c,
                     wake: WakeList::default(),
                     parked: vec![],
-                    events: vec![],
+                    events: BatchEvents::default(),
                 };
                 let t0 = std::time::Instant::now();
                 let r = apply(&mut ctx, &mut batch, &wakeups).await;
@@ -404,8 +405,8 @@ impl From<String> for Stop {
 struct Savepoint {
     lazy: bool,
     open: bool,
-    /// How many events were recorded when it was opened.
-    events: usize,
+    /// Where the batch's events stood when it was opened.
+    events: EventsMark,
 }
 
 impl Savepoint {
@@ -413,7 +414,7 @@ impl Savepoint {
         Savepoint {
             lazy,
             open: false,
-            events: 0,
+            events: EventsMark::default(),
         }
     }
 
@@ -435,7 +436,7 @@ impl Savepoint {
         };
         self.lazy = false;
         self.open = true;
-        self.events = ctx.events.len();
+        self.events = ctx.events.mark();
         Ok(exec(ctx, sql).await?)
     }
 
@@ -445,7 +446,7 @@ impl Savepoint {
         if self.lazy {
             return Err(Stop::Redo);
         }
-        ctx.events.truncate(self.events);
+        ctx.events.rewind(self.events);
         Ok(exec(ctx, "ROLLBACK TO job").await?)
     }
 }
