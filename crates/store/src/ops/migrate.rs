@@ -45,6 +45,21 @@ pub(crate) async fn apply(conn: &mut Conn, migrations: &Migrations) -> Result<()
     Ok(())
 }
 
+/// Applies `migrations` up to, not including, the one called `name`: how
+/// the upgrade tests build a database as an older version left it.
+#[cfg(test)]
+pub(crate) async fn apply_until(
+    conn: &mut Conn,
+    migrations: &Migrations,
+    name: &str,
+) -> Result<()> {
+    let until = migrations
+        .iter()
+        .position(|m| m.1 == name)
+        .unwrap_or(migrations.len());
+    apply(conn, &migrations[..until]).await
+}
+
 #[cfg(test)]
 mod tests {
     use aruntime_core::{AttemptOutcome, TaskStatus, Timestamp};

@@ -437,11 +437,7 @@ mod testing {
         use sqlx::Connection;
         let db = aruntime_testkit::TestDb::create().await?;
         let mut conn = super::Conn::connect(&db.url).await.unwrap();
-        let until = super::schema::MIGRATIONS
-            .iter()
-            .position(|m| m.1 == name)
-            .unwrap();
-        super::migrate::apply(&mut conn, &super::schema::MIGRATIONS[..until])
+        super::migrate::apply_until(&mut conn, super::schema::MIGRATIONS, name)
             .await
             .unwrap();
         Some((db, conn))

@@ -324,11 +324,7 @@ mod testing {
             .connect()
             .await
             .unwrap();
-        let until = super::schema::MIGRATIONS
-            .iter()
-            .position(|m| m.1 == name)
-            .unwrap();
-        super::migrate::apply(&mut conn, &super::schema::MIGRATIONS[..until])
+        super::migrate::apply_until(&mut conn, super::schema::MIGRATIONS, name)
             .await
             .unwrap();
         Some((dir, conn))
