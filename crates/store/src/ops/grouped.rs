@@ -29,7 +29,7 @@ use super::bulk::{Kind, MAX_ROWS, Rows};
 use super::dialect::{self, OR_FAIL};
 use super::leases;
 use super::rows::{self, Get, TASK_COLS, json_text, to_json};
-use super::tasks::{self, CLEAR_LEASE, EVENT_COLS, events, release_dependents};
+use super::tasks::{self, CLEAR_LEASE, EVENT_COLS, INTO_EVENTS, events, release_dependents};
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
 
@@ -579,15 +579,15 @@ async fn update_done(
                 args.extend(earlier.into_args());
                 args.extend([k.into(), event.into(), at.0.into()]);
                 format!(
-                    "{e}, last AS (SELECT COALESCE((SELECT x.seq FROM events x \
-                     WHERE x.tenant_id = {tenant_p} ORDER BY x.seq DESC LIMIT 1), 0) AS seq), \
-                     earlier AS (INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+                    "{e}, last AS (SELECT {} AS seq), \
+                     earlier AS (INSERT {INTO_EVENTS} \
                      SELECT {tenant_p}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
                      FROM e CROSS JOIN last WHERE e.v_ord IS NOT NULL), \
-                     logged AS (INSERT INTO events (tenant_id, seq, task_id, kind, data, at) \
+                     logged AS (INSERT {INTO_EVENTS} \
                      SELECT {tenant_p}, last.seq + {k_p} + row_number() OVER (ORDER BY v.v_ord), \
                      done.id, {event_p}, '{{\"attempt\":' || done.attempts || '}}', {at_p} \
-                     FROM done JOIN v ON v.v_id = done.id CROSS JOIN last), "
+                     FROM done JOIN v ON v.v_id = done.id CROSS JOIN last), ",
+                    tasks::last_event_seq_sql(&tenant_p),
                 )
             }
         };

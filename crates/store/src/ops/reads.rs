@@ -6,9 +6,7 @@ use aruntime_api::{
     Board, BoardQuery, Card, Column, EventPage, EventQuery, TaskPage, TaskQuery, page_size,
 };
 use aruntime_core::context::{ContextBundle, DependencyResult, GoalRef, TaskBrief};
-use aruntime_core::{
-    Attempt, AttemptOutcome, Checkpoint, Decision, Principal, Role, Task, TaskStatus, Timestamp,
-};
+use aruntime_core::{Attempt, Checkpoint, Decision, Principal, Role, Task, TaskStatus, Timestamp};
 use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
@@ -369,14 +367,12 @@ async fn contexts_in(
             .bind(to_json(&earlier))
             .fetch_all(&mut *conn)
             .await?;
+        // Only ended attempts have rows (a running one is its task's lease).
         for row in &rows {
-            let a = rows::attempt(row)?;
-            if a.outcome != AttemptOutcome::Running {
-                attempts
-                    .entry(rows::uuid(row, "task_id")?)
-                    .or_default()
-                    .push(a);
-            }
+            attempts
+                .entry(rows::uuid(row, "task_id")?)
+                .or_default()
+                .push(rows::attempt(row)?);
         }
     }
     let mut out = Vec::with_capacity(tasks.len());

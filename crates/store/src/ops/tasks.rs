@@ -116,6 +116,18 @@ impl PendingEvent {
     }
 }
 
+/// The target of every insert of events (`INSERT … INTO_EVENTS SELECT …`).
+pub(crate) const INTO_EVENTS: &str = "INTO events (tenant_id, seq, task_id, kind, data, at)";
+
+/// The last number in `tenant`'s log (0 if empty), one probe of the
+/// primary key; new events are numbered from it.
+pub(crate) fn last_event_seq_sql(tenant: &str) -> String {
+    format!(
+        "COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = {tenant} \
+         ORDER BY e.seq DESC LIMIT 1), 0)"
+    )
+}
+
 /// The columns of events rows bound as parameters.
 pub(crate) const EVENT_COLS: &[(&str, Kind)] = &[
     ("v_ord", Kind::Int),
@@ -187,13 +199,11 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
                 rows_in.push(e.cells(ord));
             }
             let (with, mut p) = rows_in.with_clause();
+            let (t, last) = (p.next(), p.next());
             let sql = format!(
-                "{with} INSERT{OR_FAIL} INTO events (tenant_id, seq, task_id, kind, data, at) \
-                 SELECT {t}, COALESCE((SELECT e.seq FROM events e WHERE e.tenant_id = {last} \
-                 ORDER BY e.seq DESC LIMIT 1), 0) + v_ord, v_task, v_kind, v_data, v_at \
+                "{with} INSERT{OR_FAIL} {INTO_EVENTS} SELECT {t}, {} + v_ord, v_task, v_kind, v_data, v_at \
                  FROM v WHERE v_ord IS NOT NULL",
-                t = p.next(),
-                last = p.next(),
+                last_event_seq_sql(&last),
             );
             dialect::fetch(ctx, sql, rows_in.args_then([tenant.into(), tenant.into()])).await?;
         }
@@ -639,7 +649,17 @@ pub(crate) async fn decision_add(
     d: NewDecision,
     now: Timestamp,
 ) -> Result<Decision> {
-    load(ctx, &tenant, task).await?;
+    // Counted on the task, so that a claim of tasks without decisions reads
+    // none (`reads::contexts`); the same statement says the task exists.
+    sqlx::query(
+        "UPDATE tasks SET decision_count = decision_count + 1 \
+         WHERE tenant_id = $1 AND id = $2 RETURNING id",
+    )
+    .bind(&tenant)
+    .bind(task.to_string())
+    .fetch_optional(&mut ctx.conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("task", task))?;
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO decisions (tenant_id, id, task_id, title, rationale, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -650,15 +670,6 @@ pub(crate) async fn decision_add(
     .bind(&d.title)
     .bind(&d.rationale)
     .bind(now.0)
-    .execute(&mut ctx.conn)
-    .await?;
-    // Counted on the task, so that a claim of tasks without decisions
-    // reads none (`reads::contexts`).
-    sqlx::query(
-        "UPDATE tasks SET decision_count = decision_count + 1 WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(&tenant)
-    .bind(task.to_string())
     .execute(&mut ctx.conn)
     .await?;
     event(
