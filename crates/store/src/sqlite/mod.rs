@@ -137,8 +137,10 @@ mod dialect {
         Ok(())
     }
 
-    /// Commits a batch. Wake-ups stay in this process; nothing to announce.
+    /// Writes the batch's events not yet in the log and commits. Wake-ups
+    /// stay in this process; nothing to announce.
     pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
+        super::tasks::flush_events(ctx).await?;
         ctx.fast.fetch("COMMIT", &[])?;
         Ok(())
     }
