@@ -190,17 +190,17 @@ mod dialect {
     /// queue's create→lease latency is made of such batches.
     pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
         let tenants: Vec<String> = ctx.wake.tenants().cloned().collect();
-        if tenants.iter().all(|t| literal_ok(t)) {
-            if let Some(mut sql) = super::tasks::events_inline(ctx, literal) {
-                for t in &tenants {
-                    sql.push_str(&format!("NOTIFY {}, '{t}'; ", super::CHANNEL));
-                }
-                sql.push_str("COMMIT");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut ctx.conn)
-                    .await?;
-                return Ok(());
+        if tenants.iter().all(|t| literal_ok(t))
+            && let Some(mut sql) = super::tasks::events_inline(ctx, literal)
+        {
+            for t in &tenants {
+                sql.push_str(&format!("NOTIFY {}, '{t}'; ", super::CHANNEL));
             }
+            sql.push_str("COMMIT");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut ctx.conn)
+                .await?;
+            return Ok(());
         }
         super::tasks::flush_events(ctx).await?;
         sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
