@@ -182,85 +182,33 @@ pub(crate) fn events(
 /// statement never sees its own rows (SQLite stages an insert that reads
 /// its own table, PostgreSQL reads its snapshot).
 pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
-    let groups = unwritten_events(&ctx.events);
-    ctx.events.clear();
-    for (tenant, chunk) in groups {
-        let mut rows_in = Rows::new(EVENT_COLS);
-        for row in chunk {
-            rows_in.push(row);
-        }
-        let (with, mut p) = rows_in.with_clause();
-        let (t, last) = (p.next(), p.next());
-        let sql = format!(
-            "{with} INSERT{OR_FAIL} {INTO_EVENTS} SELECT {t}, {} + v_ord, v_task, v_kind, v_data, v_at \
-             FROM v WHERE v_ord IS NOT NULL",
-            last_event_seq_sql(&last),
-        );
-        dialect::fetch(
-            ctx,
-            sql,
-            rows_in.args_then([tenant.as_str().into(), tenant.into()]),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// The same statements as [`flush_events`] with every value written into
-/// the SQL by `literal` (`None` if one cannot be), for a backend that sends
-/// them in the round trip of its COMMIT. The batch's events are taken
-/// only if this returns `Some`. Only PostgreSQL uses it (SQLite has no
-/// round trips to save).
-#[allow(dead_code)]
-pub(crate) fn events_inline(
-    ctx: &mut WriteCtx,
-    literal: impl Fn(&Cell) -> Option<String>,
-) -> Option<String> {
-    let mut sql = String::new();
-    for (tenant, chunk) in unwritten_events(&ctx.events) {
-        let t = literal(&tenant.into())?;
-        sql.push_str(&format!(
-            "INSERT {INTO_EVENTS} SELECT {t}, {} + v_ord, v_task, v_kind, v_data, v_at FROM (VALUES ",
-            last_event_seq_sql(&t)
-        ));
-        for (i, row) in chunk.iter().enumerate() {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for (j, cell) in row.iter().enumerate() {
-                let v = literal(cell)?;
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&v);
-            }
-            sql.push(')');
-        }
-        sql.push_str(") AS v(v_ord, v_task, v_kind, v_data, v_at); ");
-    }
-    ctx.events.clear();
-    Some(sql)
-}
-
-/// The batch's events not yet in the log: per tenant in the order they
-/// were recorded, in chunks of at most [`MAX_ROWS`](super::bulk::MAX_ROWS),
-/// each row numbered from 1 within its chunk.
-fn unwritten_events(events: &BatchEvents) -> Vec<(String, Vec<[Cell; 5]>)> {
-    let mut pending: Vec<&PendingEvent> = events.recorded
-        [events.written.min(events.recorded.len())..]
-        .iter()
-        .collect();
+    let BatchEvents {
+        mut recorded,
+        written,
+    } = std::mem::take(&mut ctx.events);
+    let mut pending = recorded.split_off(written.min(recorded.len()));
     // A stable sort keeps each tenant's events in the order they happened.
     pending.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    let mut out = vec![];
     for tenant_events in pending.chunk_by(|a, b| a.tenant == b.tenant) {
         for chunk in tenant_events.chunks(super::bulk::MAX_ROWS) {
-            let Some(first) = chunk.first() else {
+            let Some(tenant) = chunk.first().map(|e| e.tenant.as_str()) else {
                 continue;
             };
-            let rows = (1i64..).zip(chunk).map(|(ord, e)| e.cells(ord)).collect();
-            out.push((first.tenant.clone(), rows));
+            let mut rows_in = Rows::new(EVENT_COLS);
+            for (ord, e) in (1i64..).zip(chunk) {
+                rows_in.push(e.cells(ord));
+            }
+            let (with, mut p) = rows_in.with_clause();
+            let (t, last) = (p.next(), p.next());
+            let sql = format!(
+                "{with} INSERT{OR_FAIL} {INTO_EVENTS} SELECT {t}, {} + v_ord, v_task, v_kind, v_data, v_at \
+                 FROM v WHERE v_ord IS NOT NULL",
+                last_event_seq_sql(&last),
+            );
+            dialect::fetch(ctx, sql, rows_in.args_then([tenant.into(), tenant.into()])).await?;
         }
     }
-    out
+    Ok(())
 }
 
 fn dedup(ids: Vec<Uuid>) -> Vec<Uuid> {

@@ -46,7 +46,7 @@ use sqlx::ConnectOptions;
 
 use super::bulk::MAX_ROWS;
 use super::grouped::{self, Answer, Grouped, Pending};
-use super::tasks::{BatchEvents, EventsMark};
+use super::tasks::{BatchEvents, EventsMark, flush_events};
 use super::{Conn, ConnectOpts, dialect};
 use crate::{ClaimOutcome, Result, StoreError, Wakeups};
 
@@ -651,7 +651,7 @@ async fn attempt(
             }
         }
     }
-    // Writes the events not yet in the log first; COMMIT also releases
-    // the last savepoint.
+    flush_events(ctx).await.map_err(|e| e.to_string())?;
+    // COMMIT also releases the last savepoint.
     Ok(dialect::commit(ctx).await.map_err(|e| e.to_string())?)
 }

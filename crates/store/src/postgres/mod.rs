@@ -181,18 +181,13 @@ mod dialect {
         Ok(())
     }
 
-    /// Commits a batch: writes its events not yet in the log, tells the
-    /// other nodes' waiting claims which tenants have new work (`NOTIFY` is
-    /// delivered only if the transaction commits), and commits, all in one
-    /// round trip when the tenant ids allow it (values written inline, see
-    /// [`literal`]). A batch whose creates and claims had nothing else to
-    /// carry their events paid one more round trip for them; an idle
-    /// queue's create→lease latency is made of such batches.
+    /// Commits a batch, first telling the other nodes' waiting claims which
+    /// tenants have new work (`NOTIFY` is delivered only if the transaction
+    /// commits); in one round trip when the tenant ids allow it.
     pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
         let tenants: Vec<String> = ctx.wake.tenants().cloned().collect();
-        if tenants.iter().all(|t| literal_ok(t))
-            && let Some(mut sql) = super::tasks::events_inline(ctx, literal)
-        {
+        if tenants.iter().all(|t| literal_ok(t)) {
+            let mut sql = String::new();
             for t in &tenants {
                 sql.push_str(&format!("NOTIFY {}, '{t}'; ", super::CHANNEL));
             }
@@ -202,7 +197,6 @@ mod dialect {
                 .await?;
             return Ok(());
         }
-        super::tasks::flush_events(ctx).await?;
         sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
             .bind(super::CHANNEL)
             .bind(tenants)
@@ -210,35 +204,6 @@ mod dialect {
             .await?;
         sqlx::raw_sql("COMMIT").execute(&mut ctx.conn).await?;
         Ok(())
-    }
-
-    /// `cell` as a SQL literal. A string becomes `E'…'` with `\` and `'`
-    /// doubled, which reads the same whether `standard_conforming_strings`
-    /// is on or off. `None` for a string holding NUL, which PostgreSQL text cannot hold (the bound
-    /// path then reports it).
-    pub(crate) fn literal(cell: &super::bulk::Cell) -> Option<String> {
-        use super::bulk::Cell;
-        Some(match cell {
-            Cell::Text(Some(s)) => {
-                if s.contains('\0') {
-                    return None;
-                }
-                let mut out = String::with_capacity(s.len() + 3);
-                out.push_str("E'");
-                for c in s.chars() {
-                    match c {
-                        '\'' => out.push_str("''"),
-                        '\\' => out.push_str("\\\\"),
-                        c => out.push(c),
-                    }
-                }
-                out.push('\'');
-                out
-            }
-            Cell::Int(Some(v)) => v.to_string(),
-            Cell::Bool(Some(v)) => v.to_string(),
-            Cell::Text(None) | Cell::Int(None) | Cell::Bool(None) => "NULL".to_owned(),
-        })
     }
 
     /// Serializes creates that share an Idempotency-Key, across nodes
@@ -481,55 +446,5 @@ mod testing {
     /// The store on a database [`migrated_until`] made, migrated to the end.
     pub(crate) async fn reopen(db: &aruntime_testkit::TestDb) -> PgStore {
         PgStore::open(&PgConfig::new(&db.url)).await.unwrap()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use sqlx::Connection;
-
-    use super::bulk::Cell;
-    use super::dialect::literal;
-
-    /// Event data is written into the COMMIT's SQL as literals: whatever a
-    /// string holds must come back as it went in, under either setting of
-    /// `standard_conforming_strings`.
-    #[tokio::test]
-    async fn literals_read_back_as_written() {
-        let Some(db) = aruntime_testkit::TestDb::create().await else {
-            return;
-        };
-        let mut conn = super::Conn::connect(&db.url).await.unwrap();
-        let nasty = [
-            "",
-            "plain",
-            "it's",
-            "''",
-            "\\",
-            "\\'; DROP TABLE events; --",
-            "E'\\x41'",
-            "$$ $tag$ \\\\ \\n",
-            "line\nbreak\ttab\r",
-            "{\"a\":\"b\\\"c\",\"u\":\"\\u0000\"}",
-            "ünïcødé ✓ 𝄞",
-        ];
-        for setting in ["on", "off"] {
-            let set = format!("SET standard_conforming_strings = {setting}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            for s in nasty {
-                let lit = literal(&Cell::from(s)).unwrap();
-                let back: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {lit}")))
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
-                assert_eq!(back, s, "{lit} with standard_conforming_strings {setting}");
-            }
-        }
-        assert_eq!(literal(&Cell::Text(None)).unwrap(), "NULL");
-        assert_eq!(literal(&Cell::from(-7i64)).unwrap(), "-7");
-        assert!(literal(&Cell::from("nul\0")).is_none());
     }
 }

@@ -137,10 +137,8 @@ mod dialect {
         Ok(())
     }
 
-    /// Writes the batch's events not yet in the log and commits. Wake-ups
-    /// stay in this process; nothing to announce.
+    /// Commits a batch. Wake-ups stay in this process; nothing to announce.
     pub(crate) async fn commit(ctx: &mut WriteCtx) -> Result<()> {
-        super::tasks::flush_events(ctx).await?;
         ctx.fast.fetch("COMMIT", &[])?;
         Ok(())
     }
