@@ -1136,6 +1136,43 @@ mod tests {
         }
     }
 
+    /// A batch with no completion writes its events in a statement of
+    /// their own before COMMIT: whatever a title holds comes back from the
+    /// log as it went in.
+    #[tokio::test]
+    async fn events_written_at_commit_keep_their_data() {
+        let now = Timestamp(1_000_000);
+        let Some((_guard, store)) = bootstrapped(now).await else {
+            return;
+        };
+        let titles = [
+            "it's",
+            "\\'; DROP TABLE events; --",
+            "$$ E'\\x41' \n ünïcødé ✓",
+        ];
+        let creates: Vec<Pending> = titles
+            .iter()
+            .map(|t| Pending {
+                now,
+                op: Grouped::Create(NewTask::titled(*t)),
+            })
+            .collect();
+        group(&store, creates).await;
+        let events = store
+            .event_list("default", &Default::default())
+            .await
+            .unwrap()
+            .events;
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+        let logged: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == "task.created")
+            .filter_map(|e| e.data["title"].as_str())
+            .collect();
+        assert_eq!(logged, titles);
+    }
+
     /// Claims in one group take the queue's tasks in order, each as many as
     /// its `max` in arrival order, each under its own worker, TTL and
     /// token; the last claim gets what is left.
