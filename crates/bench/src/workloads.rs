@@ -195,12 +195,16 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
     bar.finish();
     let mut lease = std::mem::take(&mut *lease_lat.lock().await);
     let mut e2e = std::mem::take(&mut *e2e_lat.lock().await);
+    // How full the claims came back says how much the batching saved:
+    // workers that outpace the producers claim a task or two at a time.
+    let claims = lease.len();
     Ok(Measured {
         tasks_per_s: Some(n as f64 / elapsed.as_secs_f64()),
         latencies: vec![named("lease", &mut lease), named("lease→done", &mut e2e)],
         notes: vec![format!(
-            "{n} tasks in {:.2} s, {}",
+            "{n} tasks in {:.2} s, {claims} claims that took tasks ({:.1} each), {}",
             elapsed.as_secs_f64(),
+            n as f64 / claims.max(1) as f64,
             match ack {
                 Ack::Batch => "one completion request per claim",
                 Ack::Each => "one completion request per task",

@@ -6,10 +6,10 @@
 //!   create and the lease it answers commit together: one flush between a
 //!   task's creation and its worker, not two (see `ops::writer`).
 //! - **Woken.** Every waiter also listens on the tenant's [`Notify`]: for
-//!   writes on other nodes (PostgreSQL NOTIFY), for a task that became
-//!   ready while the claim was between its look and its parking, and for
-//!   whatever a batch left over. A woken claim leaves the park and looks
-//!   again.
+//!   writes on other nodes (PostgreSQL NOTIFY; the node's own come back to
+//!   it too, and are ignored), for a task that became ready while the
+//!   claim was between its look and its parking, and for whatever a batch
+//!   left over. A woken claim leaves the park and looks again.
 //!
 //! Leaving is a handshake, so no lease is granted to a claim that already
 //! left: a slot the writer has taken stays the writer's until it answers,
@@ -19,6 +19,7 @@
 //! claim dropped mid-write always has.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aruntime_core::{Clock, Timestamp};
@@ -30,6 +31,9 @@ use crate::{ClaimOutcome, ClaimParams};
 #[derive(Default)]
 pub struct Wakeups {
     tenants: Mutex<HashMap<String, Waiting>>,
+    /// The server process of this node's writer connection (PostgreSQL;
+    /// 0 until known), whose `NOTIFY`s come back to this node's listener.
+    own_notifier: AtomicU32,
 }
 
 impl std::fmt::Debug for Wakeups {
@@ -77,6 +81,16 @@ impl Wakeups {
             .or_default()
             .notify
             .clone()
+    }
+
+    /// The writer (re)connected as server process `pid`.
+    pub(crate) fn notifies_from(&self, pid: u32) {
+        self.own_notifier.store(pid, Ordering::Relaxed);
+    }
+
+    /// Whether a `NOTIFY` from server process `pid` is this node's own.
+    pub(crate) fn is_own_notify(&self, pid: u32) -> bool {
+        pid != 0 && self.own_notifier.load(Ordering::Relaxed) == pid
     }
 
     /// Parks a claim of `tenant` with the writer until it is granted work or

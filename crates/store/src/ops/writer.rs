@@ -88,7 +88,8 @@ impl WakeList {
         self.tenants.entry(tenant.to_owned()).or_default().1 = true;
     }
 
-    /// `n` of the tasks made ready for `tenant` went to parked claims.
+    /// `n` of the tasks made ready for `tenant` went to claims of the
+    /// batch, its own or parked ones.
     fn served(&mut self, tenant: &str, n: usize) {
         if let Some(e) = self.tenants.get_mut(tenant) {
             e.0 = e.0.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
@@ -128,6 +129,10 @@ trait Job: Send {
     }
     /// Forgets its group's answer: the batch is running again.
     fn unanswer(&mut self) {}
+    /// How many leases its answer grants, if it is a claim.
+    fn leases(&self) -> usize {
+        0
+    }
     /// Forgets when its claim, if it is one and took nothing, would have
     /// looked again by itself: leases granted later in the batch expire
     /// at times its look did not see.
@@ -173,6 +178,13 @@ impl Job for GroupJob {
     fn unanswer(&mut self) {
         if self.pending.is_some() {
             self.out = None;
+        }
+    }
+
+    fn leases(&self) -> usize {
+        match &self.out {
+            Some(Ok(Answer::Claim(c))) => c.granted.len(),
+            _ => 0,
         }
     }
 
@@ -265,7 +277,7 @@ impl Writer {
             .name("aruntime-writer".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    match connect(&opts).await {
+                    match connect(&opts, &wakeups).await {
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
                             run(Some(conn), opts, rx, wakeups, max_batch).await;
@@ -320,9 +332,9 @@ impl Writer {
 /// The writer's connection, and what its set-based statements run on.
 type Connected = (dialect::Fast, Conn);
 
-async fn connect(opts: &ConnectOpts) -> Result<Connected> {
+async fn connect(opts: &ConnectOpts, wakeups: &Wakeups) -> Result<Connected> {
     let mut conn = opts.connect().await?;
-    Ok((dialect::fast(&mut conn).await?, conn))
+    Ok((dialect::fast(&mut conn, wakeups).await?, conn))
 }
 
 async fn run(
@@ -343,7 +355,7 @@ async fn run(
         }
         let outcome = match conn.take() {
             Some(c) => Ok(c),
-            None => connect(&opts).await.map_err(|e| e.to_string()),
+            None => connect(&opts, &wakeups).await.map_err(|e| e.to_string()),
         };
         let outcome = match outcome {
             Err(e) => Err(e),
@@ -356,8 +368,9 @@ async fn run(
                     events: BatchEvents::default(),
                 };
                 let t0 = std::time::Instant::now();
+                let kinds = kinds(&batch);
                 let r = apply(&mut ctx, &mut batch, &wakeups).await;
-                tracing::debug!(writes = batch.len(), parked = ctx.parked.len(), elapsed = ?t0.elapsed(), "write batch");
+                tracing::debug!(writes = batch.len(), ?kinds, parked = ctx.parked.len(), elapsed = ?t0.elapsed(), "write batch");
                 // Parked claims first: their grants are what an idle
                 // queue's latency waits for.
                 for (tenant, id, out) in ctx.parked.drain(..) {
@@ -379,6 +392,15 @@ async fn run(
             job.finish(outcome.clone());
         }
     }
+}
+
+/// How many creates, claims, completions and other writes a batch holds.
+fn kinds(batch: &[Box<dyn Job>]) -> [usize; 4] {
+    let mut n = [0; 4];
+    for j in batch {
+        n[j.grouped().map_or(3, |p| usize::from(p.op.kind()).min(2))] += 1;
+    }
+    n
 }
 
 /// Why a batch stopped before COMMIT.
@@ -636,6 +658,15 @@ async fn attempt(
             }
         }
     }
+    // What the batch's own claims leased is not there for the parked ones:
+    // counted as ready, it took parked claims into the batch to find
+    // nothing and woke others to look again for nothing, each look a write
+    // (five claim writes per claim that got work, in `cycle`).
+    for job in batch.iter() {
+        if let (Some(tenant), n @ 1..) = (job.tenant(), job.leases()) {
+            ctx.wake.served(tenant, n);
+        }
+    }
     serve_parked(ctx, &mut sp, wakeups, &tenants).await?;
     // `ctx.parked` holds only what this run's `serve_parked` took.
     let granted_late: Vec<&str> = ctx
@@ -654,4 +685,91 @@ async fn attempt(
     flush_events(ctx).await.map_err(|e| e.to_string())?;
     // COMMIT also releases the last savepoint.
     Ok(dialect::commit(ctx).await.map_err(|e| e.to_string())?)
+}
+
+#[cfg(test)]
+mod tests {
+    //! What a batch tells the claims waiting beside it, on each backend
+    //! this file is compiled for.
+
+    use aruntime_api::NewTask;
+    use aruntime_core::{Clock, MockClock, Timestamp};
+    use futures::FutureExt;
+
+    use super::super::testing::{bootstrapped, notifications_settled};
+    use super::*;
+    use crate::{ClaimParams, Store};
+
+    fn params(worker: &str) -> ClaimParams {
+        ClaimParams {
+            worker: worker.into(),
+            capabilities: vec![],
+            max: 1,
+            ttl_s: Some(60),
+        }
+    }
+
+    /// A batch whose own claim leases the task it creates leaves nothing
+    /// for the claims parked beside it: none may be taken into the batch
+    /// or woken to look again, since each look is a write that finds
+    /// nothing. On PostgreSQL the batch's `NOTIFY` comes back to the node's
+    /// own listener, which must not wake them either. (Without either
+    /// guard the parked claim is woken.)
+    #[tokio::test]
+    async fn a_batch_that_leases_what_it_made_ready_wakes_nobody() {
+        let now = Timestamp(1_000_000);
+        let Some((guard, store)) = bootstrapped(now).await else {
+            return;
+        };
+        notifications_settled(&guard, &store).await;
+        let wakeups = store.wakeups();
+        let notify = wakeups.tenant("default");
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let clock: Arc<dyn Clock> = Arc::new(MockClock::new(now));
+        let mut parked = wakeups.park("default", params("parked"), clock);
+
+        // The writer is held by a write of its own until the create and the
+        // claim are both queued, so that they share the next batch.
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let hold = store.writer.write(None, move |_| {
+            Box::pin(async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok(())
+            })
+        });
+        // Sent only once the hold runs, so that it runs alone.
+        let rest = async {
+            started_rx.await.unwrap();
+            let queue = &store.writer.tx;
+            let release = async {
+                while queue.max_capacity() - queue.capacity() < 2 {
+                    tokio::task::yield_now().await;
+                }
+                release_tx.send(()).unwrap();
+            };
+            let (created, claimed, ()) = tokio::join!(
+                store.task_create("default", NewTask::titled("t"), None, now),
+                store.lease_claim("default", params("w"), now),
+                release,
+            );
+            (created, claimed)
+        };
+        let (held, (created, claimed)) = tokio::join!(hold, rest);
+        held.unwrap();
+        let created = created.unwrap().value;
+        let claimed = claimed.unwrap();
+        assert_eq!(claimed.granted.len(), 1, "the claim beside the create");
+        assert_eq!(claimed.granted[0].task.id, created.id);
+
+        notifications_settled(&guard, &store).await;
+        assert!(
+            woken.as_mut().now_or_never().is_none(),
+            "a waiter was woken for a task already leased"
+        );
+        assert!(parked.granted().now_or_never().is_none());
+    }
 }

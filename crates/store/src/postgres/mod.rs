@@ -89,7 +89,13 @@ mod dialect {
     /// The rows they return.
     pub(crate) type FastRow = sqlx::postgres::PgRow;
 
-    pub(crate) async fn fast(_: &mut super::Conn) -> Result<Fast> {
+    /// Also tells `wakeups` which server process the writer's `NOTIFY`s
+    /// come from, so that the node's listener can ignore its own.
+    pub(crate) async fn fast(conn: &mut super::Conn, wakeups: &crate::Wakeups) -> Result<Fast> {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await?;
+        wakeups.notifies_from(u32::try_from(pid).unwrap_or(0));
         Ok(())
     }
 
@@ -401,6 +407,10 @@ async fn listen(pool: Pool, wakeups: Arc<Wakeups>) {
         wakeups.wake_all();
         loop {
             match listener.try_recv().await {
+                // This node's writer sent it and has woken this node's
+                // waiters already, as many as its batch left work for;
+                // waking all of them again sent each to look for nothing.
+                Ok(Some(n)) if wakeups.is_own_notify(n.process_id()) => {}
                 Ok(Some(n)) => wakeups.wake(n.payload()),
                 Ok(None) => wakeups.wake_all(),
                 Err(_) => break,
@@ -446,5 +456,26 @@ mod testing {
     /// The store on a database [`migrated_until`] made, migrated to the end.
     pub(crate) async fn reopen(db: &aruntime_testkit::TestDb) -> PgStore {
         PgStore::open(&PgConfig::new(&db.url)).await.unwrap()
+    }
+
+    /// Returns once the store's listener listens and has handled every
+    /// `NOTIFY` committed before the call: it sends one from a connection
+    /// of its own, for a tenant nobody else uses, and waits for it (or for
+    /// the wake-up the listener gives everyone when it starts listening).
+    pub(crate) async fn notifications_settled(db: &aruntime_testkit::TestDb, store: &PgStore) {
+        use sqlx::Connection;
+        let marker = store.wakeups.tenant("~marker");
+        let woken = marker.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let mut conn = super::Conn::connect(&db.url).await.unwrap();
+        sqlx::query("SELECT pg_notify($1, '~marker')")
+            .bind(super::CHANNEL)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), woken)
+            .await
+            .expect("the listener never passed the marker on");
     }
 }

@@ -91,7 +91,7 @@ mod dialect {
     /// The rows they return.
     pub(crate) type FastRow = super::ffi::FfiRow;
 
-    pub(crate) async fn fast(conn: &mut super::Conn) -> Result<Fast> {
+    pub(crate) async fn fast(conn: &mut super::Conn, _: &crate::Wakeups) -> Result<Fast> {
         Fast::of(conn).await
     }
 
@@ -336,4 +336,7 @@ mod testing {
             .await
             .unwrap()
     }
+
+    /// Nothing to wait for: one node, no listener.
+    pub(crate) async fn notifications_settled(_: &tempfile::TempDir, _: &SqliteStore) {}
 }
