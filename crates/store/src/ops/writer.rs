@@ -368,7 +368,8 @@ async fn run(
                     events: BatchEvents::default(),
                 };
                 let t0 = std::time::Instant::now();
-                let kinds = kinds(&batch);
+                // Counted only for the trace: the writer's path is the hot one.
+                let kinds = tracing::enabled!(tracing::Level::DEBUG).then(|| kinds(&batch));
                 let r = apply(&mut ctx, &mut batch, &wakeups).await;
                 tracing::debug!(writes = batch.len(), ?kinds, parked = ctx.parked.len(), elapsed = ?t0.elapsed(), "write batch");
                 // Parked claims first: their grants are what an idle
