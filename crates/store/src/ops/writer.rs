@@ -385,6 +385,11 @@ async fn run(
                 if r.is_ok() {
                     ctx.wake.send(&wakeups);
                     conn = Some((ctx.fast, ctx.conn));
+                } else {
+                    // Its server process may be gone, and its id given to
+                    // another node's connection, whose wake-ups this node
+                    // would then ignore until it reconnects.
+                    wakeups.notifies_from(0);
                 }
                 r
             }
