@@ -81,6 +81,54 @@ async fn nodes_starting_together_migrate_once() {
     assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
+/// The store analyzes a table that grows from empty by itself, soon after
+/// its own writes filled it: until then PostgreSQL has no statistics for
+/// it and plans a claim's update as a scan of the whole table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
+    let Some(db) = aruntime_testkit::TestDb::create().await else {
+        return;
+    };
+    let store = PgStore::open(&PgConfig::new(&db.url)).await.unwrap();
+    let clock = MockClock::default();
+    store.bootstrap("h", clock.now()).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let tuples = "SELECT reltuples FROM pg_class WHERE relname = 'tasks'";
+    let first: f32 = sqlx::query_scalar(tuples)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(first < 0.0, "never analyzed yet: {first}");
+    for i in 0..200 {
+        store
+            .task_create(
+                "default",
+                NewTask::titled(format!("t {i}")),
+                None,
+                clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    // Bounded: the keeper looks every 100 ms while the store writes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen: f32 = sqlx::query_scalar(tuples)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    while seen < 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seen = sqlx::query_scalar(tuples)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert!(
+        seen >= 1.0,
+        "the store analyzed its tasks table: reltuples {seen}"
+    );
+}
+
 /// A table that grew after it was last analyzed gets fresh statistics from
 /// the store itself (autovacuum may be late, or off), and with them a
 /// lookup of tasks by id probes the primary key for each id. Without them a

@@ -38,6 +38,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -248,6 +249,13 @@ where
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Box<dyn Job>>,
+    /// Batches committed so far: what the PostgreSQL store's statistics
+    /// keeper watches to look only after writes (see `postgres::stats`).
+    #[allow(
+        dead_code,
+        reason = "this file is compiled per backend; SQLite has no statistics keeper"
+    )]
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -270,6 +278,8 @@ impl Writer {
         let max_batch = max_batch.clamp(1, MAX_ROWS);
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -280,7 +290,7 @@ impl Writer {
                     match connect(&opts, &wakeups).await {
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(Some(conn), opts, rx, wakeups, max_batch).await;
+                            run(Some(conn), opts, rx, wakeups, max_batch, &counted).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -289,7 +299,16 @@ impl Writer {
                 });
             })?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Writer { tx })
+        Ok(Writer { tx, commits })
+    }
+
+    /// A counter of the batches this writer has committed.
+    #[allow(
+        dead_code,
+        reason = "this file is compiled per backend; SQLite has no statistics keeper"
+    )]
+    pub(crate) fn commits(&self) -> Arc<AtomicU64> {
+        self.commits.clone()
     }
 
     /// Queues a write for `tenant` (whose lock it holds while it runs; `None`
@@ -343,6 +362,7 @@ async fn run(
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     wakeups: Arc<Wakeups>,
     max_batch: usize,
+    commits: &AtomicU64,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
@@ -383,6 +403,7 @@ async fn run(
                 // A connection whose batch failed may be broken; the next
                 // batch opens a fresh one.
                 if r.is_ok() {
+                    commits.fetch_add(1, Ordering::Relaxed);
                     ctx.wake.send(&wakeups);
                     conn = Some((ctx.fast, ctx.conn));
                 } else {

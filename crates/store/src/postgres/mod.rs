@@ -286,8 +286,9 @@ pub struct PgConfig {
     /// Longest a statement may run before it is cancelled.
     pub statement_timeout: Duration,
     /// How often the store looks for tables with stale planner statistics
-    /// and analyzes them (see [`PgStore::refresh_statistics`]); `None`
-    /// leaves them to autovacuum and the operator.
+    /// and analyzes them (see [`PgStore::refresh_statistics`]), when this
+    /// node has committed writes since its last look; `None` leaves them to
+    /// autovacuum and the operator.
     pub statistics_every: Option<Duration>,
 }
 
@@ -299,7 +300,7 @@ impl PgConfig {
             read_connections: 8,
             max_batch: 512,
             statement_timeout: Duration::from_secs(30),
-            statistics_every: Some(Duration::from_secs(1)),
+            statistics_every: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -347,11 +348,13 @@ impl PgStore {
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(listen(read.clone(), wakeups.clone()));
         stats::warn_if_autovacuum_off(&read).await?;
+        let writer = Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?;
         Ok(PgStore {
-            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?,
-            stats: cfg
-                .statistics_every
-                .map(|every| tokio::spawn(stats::keep_fresh(read.clone(), every)).abort_handle()),
+            stats: cfg.statistics_every.map(|every| {
+                tokio::spawn(stats::keep_fresh(read.clone(), writer.commits(), every))
+                    .abort_handle()
+            }),
+            writer,
             read,
             wakeups,
         })
@@ -360,7 +363,7 @@ impl PgStore {
 
 impl PgStore {
     /// Analyzes aruntime's tables whose planner statistics are missing or
-    /// stale, as the store does by itself every second; returns the tables
+    /// stale, as the store does by itself (every 100 ms while it writes); returns the tables
     /// analyzed (none while another node is at it).
     pub async fn refresh_statistics(&self) -> Result<Vec<String>> {
         stats::refresh(&self.read).await

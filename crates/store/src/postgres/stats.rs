@@ -19,6 +19,9 @@
 //! them is not a question of plans, and [`warn_if_autovacuum_off`] says so
 //! at start.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -75,16 +78,52 @@ pub(crate) async fn refresh(pool: &Pool) -> Result<Vec<String>> {
     Ok(stale)
 }
 
-/// Refreshes statistics every `every` (a look is one catalog read) for as
-/// long as the store is open (the store aborts it when dropped).
-pub(crate) async fn keep_fresh(pool: Pool, every: Duration) {
-    while !pool.is_closed() {
+/// Refreshes statistics for as long as the store is open (the store aborts
+/// it when dropped): at once, then every `every` after which the writer
+/// has committed anything (see [`watch`]).
+pub(crate) async fn keep_fresh(pool: Pool, commits: Arc<AtomicU64>, every: Duration) {
+    watch(&commits, every, || async {
+        if pool.is_closed() {
+            return false;
+        }
         match refresh(&pool).await {
             Ok(tables) if !tables.is_empty() => {
                 tracing::debug!(?tables, "analyzed tables with stale statistics");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "refreshing planner statistics failed"),
+        }
+        true
+    })
+    .await;
+}
+
+/// Calls `look` at once, then every `every` if `commits` moved since the
+/// last look, until `look` returns false.
+///
+/// Why often, and why only after writes: a table growing from empty has no
+/// statistics until its first `ANALYZE`, and in that time PostgreSQL plans
+/// a claim's update as a hash join over a scan of the whole table, so each
+/// claim costs more the more tasks there are (up to 22 ms per claim, where
+/// 0.7 ms after the analyze). With a look every second, `cycle` on one
+/// PostgreSQL node spent its first second that way and ran 5,400-6,100
+/// tasks/s; looking every 100 ms, 6,600-6,900 (performance.md, finding 49).
+/// A look is a catalog read of a millisecond or two; an idle node makes
+/// none, and a busy one ten a second.
+async fn watch<F, Fut>(commits: &AtomicU64, every: Duration, mut look: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut seen = None;
+    loop {
+        let now = commits.load(Ordering::Relaxed);
+        if seen != Some(now) {
+            // Read before the look: a commit during it calls for another.
+            seen = Some(now);
+            if !look().await {
+                return;
+            }
         }
         tokio::time::sleep(every).await;
     }
@@ -104,4 +143,62 @@ pub(crate) async fn warn_if_autovacuum_off(pool: &Pool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// The keeper looks once at start, then once per tick in which the
+    /// writer committed something, and not at all while it is idle.
+    #[tokio::test(start_paused = true)]
+    async fn looks_at_start_and_then_only_after_commits() {
+        let every = Duration::from_millis(100);
+        let commits = Arc::new(AtomicU64::new(0));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let keeper = tokio::spawn({
+            let (commits, looks) = (commits.clone(), looks.clone());
+            async move {
+                watch(&commits, every, || {
+                    looks.fetch_add(1, Ordering::SeqCst);
+                    async { true }
+                })
+                .await;
+            }
+        });
+        let after_ticks = |n: u32| tokio::time::sleep(every * n + every / 2);
+
+        after_ticks(20).await;
+        assert_eq!(looks.load(Ordering::SeqCst), 1, "idle: only the first look");
+
+        commits.fetch_add(3, Ordering::SeqCst);
+        after_ticks(1).await;
+        assert_eq!(looks.load(Ordering::SeqCst), 2, "one look for the commits");
+        after_ticks(20).await;
+        assert_eq!(looks.load(Ordering::SeqCst), 2, "idle again");
+
+        for n in 3..6 {
+            commits.fetch_add(1, Ordering::SeqCst);
+            after_ticks(1).await;
+            assert_eq!(looks.load(Ordering::SeqCst), n, "a look per busy tick");
+        }
+        keeper.abort();
+    }
+
+    /// A look that finds the pool closed ends the keeper.
+    #[tokio::test(start_paused = true)]
+    async fn stops_when_a_look_says_so() {
+        let commits = AtomicU64::new(0);
+        let mut looks = 0;
+        watch(&commits, Duration::from_millis(100), || {
+            looks += 1;
+            commits.fetch_add(1, Ordering::Relaxed);
+            let go_on = looks < 3;
+            async move { go_on }
+        })
+        .await;
+        assert_eq!(looks, 3);
+    }
 }
