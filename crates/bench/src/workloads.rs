@@ -121,6 +121,12 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
     let completed = Arc::new(AtomicU64::new(0));
     let lease_lat = Arc::new(Mutex::new(Vec::new()));
     let e2e_lat = Arc::new(Mutex::new(Vec::new()));
+    // When the last completion was acknowledged. Not when the workers are
+    // all back: those parked in a claim when it landed wait out the
+    // claim's 200 ms poll first, which the run's time must not include
+    // (up to a tenth of a 30,000-task run on SQLite; performance.md,
+    // finding 50).
+    let last_done = Arc::new(std::sync::OnceLock::new());
     let start = Instant::now();
     let mut handles = vec![];
     for p in 0..producers {
@@ -137,12 +143,13 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
     // About 1 KB of state per checkpoint.
     let state = json!("s".repeat(1000));
     for w in 0..workers {
-        let (api, completed, lease_lat, e2e_lat, state) = (
+        let (api, completed, lease_lat, e2e_lat, state, last_done) = (
             api.clone(),
             completed.clone(),
             lease_lat.clone(),
             e2e_lat.clone(),
             state.clone(),
+            last_done.clone(),
         );
         handles.push(tokio::spawn(async move {
             let name = format!("bench-w{w}");
@@ -171,7 +178,10 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
                 } else {
                     done
                 };
-                completed.fetch_add(done.len() as u64, Ordering::Relaxed);
+                let before = completed.fetch_add(done.len() as u64, Ordering::Relaxed);
+                if before + done.len() as u64 >= n {
+                    let _ = last_done.set(start.elapsed());
+                }
                 e2e_lat.lock().await.extend(done);
             }
             anyhow::Ok(())
@@ -187,7 +197,7 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
         tokio::select! {
             r = &mut all => {
                 for h in r? { h?; }
-                break start.elapsed();
+                break last_done.get().copied().unwrap_or_else(|| start.elapsed());
             }
             _ = tokio::time::sleep(Duration::from_millis(100)) => bar.set(completed.load(Ordering::Relaxed)),
         }
