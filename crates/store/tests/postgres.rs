@@ -9,15 +9,19 @@ use aruntime_store::Store;
 use aruntime_store::postgres::{PgConfig, PgStore};
 use sqlx::Connection;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_plan_is_an_index_walk_over_a_large_table() {
-    let Some(db) = aruntime_testkit::TestDb::create().await else {
-        return;
-    };
+/// A store with default settings on a fresh database, bootstrapped; `None`
+/// when no PostgreSQL is at hand (the test kit says so).
+async fn opened() -> Option<(aruntime_testkit::TestDb, PgStore, MockClock)> {
+    let db = aruntime_testkit::TestDb::create().await?;
     let store = PgStore::open(&PgConfig::new(&db.url)).await.unwrap();
     let clock = MockClock::default();
     store.bootstrap("h", clock.now()).await.unwrap();
-    for i in 0..20 {
+    Some((db, store, clock))
+}
+
+/// Creates `n` ready tasks through the store, one write each.
+async fn create_ready(store: &PgStore, n: usize, clock: &MockClock) {
+    for i in 0..n {
         store
             .task_create(
                 "default",
@@ -28,6 +32,14 @@ async fn claim_plan_is_an_index_walk_over_a_large_table() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_plan_is_an_index_walk_over_a_large_table() {
+    let Some((db, store, clock)) = opened().await else {
+        return;
+    };
+    create_ready(&store, 20, &clock).await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::raw_sql(
         "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
@@ -86,12 +98,9 @@ async fn nodes_starting_together_migrate_once() {
 /// it and plans a claim's update as a scan of the whole table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
-    let Some(db) = aruntime_testkit::TestDb::create().await else {
+    let Some((db, store, clock)) = opened().await else {
         return;
     };
-    let store = PgStore::open(&PgConfig::new(&db.url)).await.unwrap();
-    let clock = MockClock::default();
-    store.bootstrap("h", clock.now()).await.unwrap();
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let tuples = "SELECT reltuples FROM pg_class WHERE relname = 'tasks'";
     let first: f32 = sqlx::query_scalar(tuples)
@@ -99,17 +108,7 @@ async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
         .await
         .unwrap();
     assert!(first < 0.0, "never analyzed yet: {first}");
-    for i in 0..200 {
-        store
-            .task_create(
-                "default",
-                NewTask::titled(format!("t {i}")),
-                None,
-                clock.now(),
-            )
-            .await
-            .unwrap();
-    }
+    create_ready(&store, 200, &clock).await;
     // Bounded: the keeper looks every 100 ms while the store writes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut seen: f32 = sqlx::query_scalar(tuples)
