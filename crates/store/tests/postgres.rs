@@ -111,17 +111,16 @@ async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
     create_ready(&store, 200, &clock).await;
     // Bounded: the keeper looks every 100 ms while the store writes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut seen: f32 = sqlx::query_scalar(tuples)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    while seen < 0.0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        seen = sqlx::query_scalar(tuples)
+    let seen = loop {
+        let seen: f32 = sqlx::query_scalar(tuples)
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    }
+        if seen >= 0.0 || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(
         seen >= 1.0,
         "the store analyzed its tasks table: reltuples {seen}"

@@ -249,13 +249,6 @@ where
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Box<dyn Job>>,
-    /// Batches committed so far: what the PostgreSQL store's statistics
-    /// keeper watches to look only after writes (see `postgres::stats`).
-    #[allow(
-        dead_code,
-        reason = "this file is compiled per backend; SQLite has no statistics keeper"
-    )]
-    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -263,7 +256,8 @@ impl Writer {
     /// reconnecting after a failed batch. `max_batch` bounds how many
     /// writes share one transaction (and so how long the first waits for
     /// the last); it is capped at [`MAX_ROWS`], so a group's rows fit one
-    /// statement.
+    /// statement. It adds one to `commits` for each batch it commits (the
+    /// PostgreSQL store's statistics keeper looks only after writes).
     ///
     /// Why a thread of its own: every statement of a batch is an `.await`,
     /// and on the server's runtime the writer waited behind every request
@@ -274,12 +268,11 @@ impl Writer {
         opts: ConnectOpts,
         wakeups: Arc<Wakeups>,
         max_batch: usize,
+        commits: Arc<AtomicU64>,
     ) -> Result<Self> {
         let max_batch = max_batch.clamp(1, MAX_ROWS);
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
-        let commits = Arc::new(AtomicU64::new(0));
-        let counted = commits.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -290,7 +283,7 @@ impl Writer {
                     match connect(&opts, &wakeups).await {
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(Some(conn), opts, rx, wakeups, max_batch, &counted).await;
+                            run(Some(conn), opts, rx, wakeups, max_batch, &commits).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -299,16 +292,7 @@ impl Writer {
                 });
             })?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Writer { tx, commits })
-    }
-
-    /// A counter of the batches this writer has committed.
-    #[allow(
-        dead_code,
-        reason = "this file is compiled per backend; SQLite has no statistics keeper"
-    )]
-    pub(crate) fn commits(&self) -> Arc<AtomicU64> {
-        self.commits.clone()
+        Ok(Writer { tx })
     }
 
     /// Queues a write for `tenant` (whose lock it holds while it runs; `None`

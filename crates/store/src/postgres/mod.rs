@@ -50,6 +50,7 @@ mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
@@ -348,13 +349,12 @@ impl PgStore {
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(listen(read.clone(), wakeups.clone()));
         stats::warn_if_autovacuum_off(&read).await?;
-        let writer = Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?;
+        let commits = Arc::new(AtomicU64::new(0));
         Ok(PgStore {
+            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch, commits.clone()).await?,
             stats: cfg.statistics_every.map(|every| {
-                tokio::spawn(stats::keep_fresh(read.clone(), writer.commits(), every))
-                    .abort_handle()
+                tokio::spawn(stats::keep_fresh(read.clone(), commits, every)).abort_handle()
             }),
-            writer,
             read,
             wakeups,
         })
@@ -363,8 +363,8 @@ impl PgStore {
 
 impl PgStore {
     /// Analyzes aruntime's tables whose planner statistics are missing or
-    /// stale, as the store does by itself (every 100 ms while it writes); returns the tables
-    /// analyzed (none while another node is at it).
+    /// stale, as the store does by itself (every 100 ms while it writes);
+    /// returns the tables analyzed (none while another node is at it).
     pub async fn refresh_statistics(&self) -> Result<Vec<String>> {
         stats::refresh(&self.read).await
     }

@@ -269,7 +269,7 @@ impl SqliteStore {
             .await?;
         let wakeups = Arc::new(Wakeups::default());
         Ok(SqliteStore {
-            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch).await?,
+            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch, Arc::default()).await?,
             read,
             blobs: BlobDir::new(cfg.data_dir.join("blobs")),
             wakeups,
