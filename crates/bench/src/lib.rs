@@ -7,6 +7,7 @@
 //! figure: numbers drift from run to run and machine to machine; ratios
 //! measured in the same run are what to compare.
 
+mod cpu;
 mod driver;
 mod plot;
 mod progress;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+pub use cpu::CpuUse;
 pub use plot::Point;
 pub use stats::Latency;
 use target::Target;
@@ -155,11 +157,13 @@ fn load(a: &BenchArgs, tasks: u64, work: Work) -> Load {
 async fn run_workload(t: &Target, w: Workload, a: &BenchArgs, quiet: bool) -> Result<Measured> {
     let api = t.api.clone();
     match w {
-        Workload::Cycle => workloads::throughput(api, load(a, a.tasks, Work::Plain), quiet).await,
+        Workload::Cycle => {
+            workloads::throughput(api, load(a, a.tasks, Work::Plain), &t.pids(), quiet).await
+        }
         Workload::Checkpointed => {
             // Each task moves 67 KB and four more writes: a tenth as many.
             let n = (a.tasks / 10).max(100);
-            workloads::throughput(api, load(a, n, Work::Checkpointed), quiet).await
+            workloads::throughput(api, load(a, n, Work::Checkpointed), &t.pids(), quiet).await
         }
         Workload::Latency => workloads::latency(api, a.samples, quiet).await,
         Workload::Recovery => workloads::recovery(api, 5, quiet).await,
@@ -213,10 +217,37 @@ fn print_target(r: &TargetReport) {
             lats.join(", "),
             row.rss_mib
         );
-        for note in &row.measured.notes {
+        let cpu = row.measured.cpu.as_ref().map(cpu_note);
+        for note in row.measured.notes.iter().chain(&cpu) {
             println!("  {:<13} {:>12} {:>8}   {note}", "", "", "");
         }
     }
+}
+
+/// CPU per task in words: what each side took, how busy the cores were,
+/// and the most the machine could do at that cost.
+fn cpu_note(c: &CpuUse) -> String {
+    let sides = if c.bench_us_per_task > 0.0 {
+        format!(
+            "server {:.0}, bench clients {:.0}, rest {:.0}",
+            c.server_us_per_task,
+            c.bench_us_per_task,
+            (c.machine_us_per_task - c.server_us_per_task - c.bench_us_per_task).max(0.0)
+        )
+    } else {
+        format!(
+            "this process {:.0}, rest {:.0}",
+            c.server_us_per_task,
+            (c.machine_us_per_task - c.server_us_per_task).max(0.0)
+        )
+    };
+    format!(
+        "CPU {:.0} µs per task ({sides}); {} cores {:.0} % busy; at this cost the cores allow {:.0} tasks/s",
+        c.machine_us_per_task,
+        c.cores,
+        c.busy_share * 100.0,
+        c.cpu_bound_tasks_per_s
+    )
 }
 
 /// Runs the benchmark and prints the report.
@@ -294,7 +325,7 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
                         batch,
                         ..load(&a, n, Work::Plain)
                     };
-                    let m = workloads::throughput(t.api.clone(), shape, quiet).await?;
+                    let m = workloads::throughput(t.api.clone(), shape, &t.pids(), quiet).await?;
                     report.sweep.push(plot::Point {
                         workers,
                         batch,

@@ -230,17 +230,18 @@ impl Target {
         })
     }
 
+    /// The server processes' ids; none when the store is embedded here.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(Child::id).collect()
+    }
+
     /// Resident memory of the server processes (this process when
     /// embedded), in MiB; the largest node's when there are several.
     pub(crate) fn rss_mib(&self) -> f64 {
         let pids: Vec<String> = if self.nodes.is_empty() {
             vec!["self".into()]
         } else {
-            self.nodes
-                .iter()
-                .filter_map(|c| c.id())
-                .map(|p| p.to_string())
-                .collect()
+            self.pids().iter().map(u32::to_string).collect()
         };
         pids.iter()
             .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())

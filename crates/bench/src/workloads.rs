@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use crate::cpu::{self, CpuUse};
 use crate::driver::{Api, Lease};
 use crate::progress::Progress;
 use crate::stats::Latency;
@@ -36,6 +37,9 @@ pub struct Measured {
     pub latencies: Vec<Named>,
     /// Other figures, in words.
     pub notes: Vec<String>,
+    /// CPU time per task, for throughput workloads on Linux.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
 }
 
 fn named(name: &str, samples: &mut [Duration]) -> Named {
@@ -108,7 +112,15 @@ pub(crate) struct Load {
 /// each, while workers lease them `batch` at a time, work them and
 /// acknowledge them. Throughput is the tasks over the time from the first
 /// create to the last completion.
-pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Result<Measured> {
+///
+/// `servers` are the server processes' ids (none when embedded), whose CPU
+/// time is reported apart from the bench's own (see [`crate::cpu`]).
+pub(crate) async fn throughput(
+    api: Arc<dyn Api>,
+    load: Load,
+    servers: &[u32],
+    quiet: bool,
+) -> Result<Measured> {
     let Load {
         tasks: n,
         producers,
@@ -126,7 +138,10 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
     // claim's 200 ms poll first, which the run's time must not include
     // (up to a tenth of a 30,000-task run on SQLite; performance.md,
     // finding 50).
+    // With the CPU counters read at the same moment.
     let last_done = Arc::new(std::sync::OnceLock::new());
+    let servers: Arc<[u32]> = servers.into();
+    let cpu_start = cpu::mark(&servers);
     let start = Instant::now();
     let mut handles = vec![];
     for p in 0..producers {
@@ -143,13 +158,14 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
     // About 1 KB of state per checkpoint.
     let state = json!("s".repeat(1000));
     for w in 0..workers {
-        let (api, completed, lease_lat, e2e_lat, state, last_done) = (
+        let (api, completed, lease_lat, e2e_lat, state, last_done, servers) = (
             api.clone(),
             completed.clone(),
             lease_lat.clone(),
             e2e_lat.clone(),
             state.clone(),
             last_done.clone(),
+            servers.clone(),
         );
         handles.push(tokio::spawn(async move {
             let name = format!("bench-w{w}");
@@ -180,7 +196,7 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
                 };
                 let before = completed.fetch_add(done.len() as u64, Ordering::Relaxed);
                 if before + done.len() as u64 >= n {
-                    let _ = last_done.set(start.elapsed());
+                    last_done.get_or_init(|| (start.elapsed(), cpu::mark(&servers)));
                 }
                 e2e_lat.lock().await.extend(done);
             }
@@ -193,11 +209,14 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
         quiet,
     );
     let mut all = futures::future::try_join_all(handles);
-    let elapsed = loop {
+    let (elapsed, cpu_end) = loop {
         tokio::select! {
             r = &mut all => {
                 for h in r? { h?; }
-                break last_done.get().copied().unwrap_or_else(|| start.elapsed());
+                break last_done
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| (start.elapsed(), cpu::mark(&servers)));
             }
             _ = tokio::time::sleep(Duration::from_millis(100)) => bar.set(completed.load(Ordering::Relaxed)),
         }
@@ -208,7 +227,11 @@ pub(crate) async fn throughput(api: Arc<dyn Api>, load: Load, quiet: bool) -> Re
     // How full the claims came back says how much the batching saved:
     // workers that outpace the producers claim a task or two at a time.
     let claims = lease.len();
+    let cpu = cpu_start
+        .zip(cpu_end)
+        .map(|(a, b)| a.until(&b, elapsed.as_secs_f64(), n, servers.is_empty()));
     Ok(Measured {
+        cpu,
         tasks_per_s: Some(n as f64 / elapsed.as_secs_f64()),
         latencies: vec![named("lease", &mut lease), named("lease→done", &mut e2e)],
         notes: vec![format!(

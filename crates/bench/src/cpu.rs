@@ -1,0 +1,176 @@
+//! CPU time spent during a throughput run: on the whole machine (so a
+//! PostgreSQL server's backends count too), in the server processes and in
+//! the bench process (the client side), read from `/proc` at the run's
+//! start and at its last completion.
+//!
+//! Why: a ratio to the commit baseline says how a run compares with the
+//! disk's flush rate, but once group commit has taken the flushes out of
+//! the way a run is bound by CPU, and the ratio then moves with the disk
+//! while the run does not (performance.md, finding 51). CPU per task, and
+//! how busy the cores were, say which limit a run met: the cores divided by
+//! the CPU per task is the most this machine could do at that cost.
+//!
+//! Linux only; elsewhere nothing is read and the report leaves it out.
+
+use serde::Serialize;
+
+/// The kernel reports these times in `USER_HZ` ticks, which is 100 on
+/// every Linux this runs on (an ABI constant, unlike the kernel's `HZ`).
+const TICKS_PER_S: f64 = 100.0;
+
+/// CPU counters at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Mark {
+    /// Busy ticks summed over all cores (everything but idle and iowait).
+    machine_busy: u64,
+    /// How many cores `/proc/stat` lists.
+    cores: u32,
+    /// User plus system ticks of each server process.
+    servers: u64,
+    /// User plus system ticks of this process.
+    bench: u64,
+}
+
+/// What a run used, per task it completed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CpuUse {
+    /// Cores on the machine.
+    pub cores: u32,
+    /// Busy CPU time on the whole machine, µs per task.
+    pub machine_us_per_task: f64,
+    /// CPU time of the server processes, µs per task (the bench process's
+    /// own when the store is embedded).
+    pub server_us_per_task: f64,
+    /// CPU time of the bench process (the clients), µs per task; zero when
+    /// the store is embedded, where it is the server.
+    pub bench_us_per_task: f64,
+    /// Share of all cores busy during the run, 0 to 1.
+    pub busy_share: f64,
+    /// `cores` divided by the machine's CPU per task: the tasks/s the
+    /// machine could reach at this cost per task with every core busy.
+    pub cpu_bound_tasks_per_s: f64,
+}
+
+/// Reads the counters; `servers` are the server processes' ids (none when
+/// the store is embedded in this process).
+pub(crate) fn mark(servers: &[u32]) -> Option<Mark> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let (machine_busy, cores) = machine(&stat)?;
+    let own = process_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let servers = if servers.is_empty() {
+        own
+    } else {
+        servers.iter().try_fold(0, |sum, pid| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            Some(sum + process_ticks(&s)?)
+        })?
+    };
+    Some(Mark {
+        machine_busy,
+        cores,
+        servers,
+        bench: own,
+    })
+}
+
+impl Mark {
+    /// What was used between `self` and `end`, over `secs` and `tasks`.
+    /// `embedded`: the servers are this process, so the bench's own time
+    /// is not counted twice.
+    pub(crate) fn until(&self, end: &Mark, secs: f64, tasks: u64, embedded: bool) -> CpuUse {
+        let per_task = |ticks: u64| ticks as f64 / TICKS_PER_S * 1e6 / tasks.max(1) as f64;
+        let machine = per_task(end.machine_busy.saturating_sub(self.machine_busy));
+        let bench = if embedded {
+            0.0
+        } else {
+            per_task(end.bench.saturating_sub(self.bench))
+        };
+        let busy = end.machine_busy.saturating_sub(self.machine_busy) as f64 / TICKS_PER_S;
+        CpuUse {
+            cores: end.cores,
+            machine_us_per_task: machine,
+            server_us_per_task: per_task(end.servers.saturating_sub(self.servers)),
+            bench_us_per_task: bench,
+            busy_share: if secs > 0.0 {
+                (busy / (secs * f64::from(end.cores))).min(1.0)
+            } else {
+                0.0
+            },
+            cpu_bound_tasks_per_s: if machine > 0.0 {
+                f64::from(end.cores) * 1e6 / machine
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Busy ticks and core count from `/proc/stat`.
+fn machine(stat: &str) -> Option<(u64, u32)> {
+    let mut lines = stat.lines();
+    let total = lines.next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = total
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already inside user, so it is not added again.
+    let busy = f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?;
+    let cores = lines
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some((busy, u32::try_from(cores).ok()?.max(1)))
+}
+
+/// User plus system ticks from a `/proc/PID/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted from
+/// its closing parenthesis.
+fn process_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3, utime 14 and stime 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 20 3 2 1 7 0\ncpu0 50 2 25 500 10 1 1 0 0 0\ncpu1 50 3 25 500 10 2 1 1 0 0\nintr 1 2\n";
+        assert_eq!(machine(stat), Some((100 + 5 + 50 + 3 + 2 + 1, 2)));
+    }
+
+    #[test]
+    fn process_ticks_survive_a_name_with_spaces_and_parentheses() {
+        let stat = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0 20 0 8 0 100 0 0";
+        assert_eq!(process_ticks(stat), Some(280));
+    }
+
+    #[test]
+    fn use_is_per_task_and_bounded_by_the_cores() {
+        let a = Mark {
+            machine_busy: 1_000,
+            cores: 2,
+            servers: 100,
+            bench: 50,
+        };
+        let b = Mark {
+            machine_busy: 1_180, // 1.8 s busy of 2 s × 2 cores
+            cores: 2,
+            servers: 200, // 1 s
+            bench: 90,    // 0.4 s
+        };
+        let u = a.until(&b, 1.0, 10_000, false);
+        assert_eq!(u.machine_us_per_task, 180.0);
+        assert_eq!(u.server_us_per_task, 100.0);
+        assert_eq!(u.bench_us_per_task, 40.0);
+        assert_eq!(u.busy_share, 0.9);
+        assert!((u.cpu_bound_tasks_per_s - 2e6 / 180.0).abs() < 1e-6);
+        assert_eq!(a.until(&b, 1.0, 10_000, true).bench_us_per_task, 0.0);
+    }
+}

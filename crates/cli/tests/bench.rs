@@ -1,0 +1,102 @@
+//! `aruntime bench` through the real binary, on a few hundred tasks: that
+//! it runs each target it is given, reports every throughput beside its
+//! baseline with the CPU each side spent, and prints the same as a table.
+//! No figure is compared with a threshold: speed is measured, not tested.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{command, run_with_timeout};
+
+const RUN: Duration = Duration::from_secs(180);
+
+fn bench(dir: &std::path::Path, json: bool) -> String {
+    let mut args = vec![
+        "bench",
+        "--target",
+        "embedded,sqlite",
+        "--workload",
+        "cycle,latency",
+        "--tasks",
+        "300",
+        "--samples",
+        "10",
+        "--baseline-secs",
+        "0.2",
+        "--dir",
+    ];
+    let dir = dir.to_string_lossy().into_owned();
+    args.push(&dir);
+    if json {
+        args.push("--json");
+    }
+    let out = run_with_timeout(command(&args), RUN);
+    assert!(
+        out.status.success(),
+        "aruntime bench exited {:?}:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn bench_reports_each_throughput_with_its_baseline_and_cpu_per_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = bench(dir.path(), true);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let targets = report["targets"].as_array().unwrap();
+    let names: Vec<&str> = targets
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["embedded", "sqlite"]);
+    for t in targets {
+        let name = t["target"].as_str().unwrap();
+        let baseline = t["baseline_commits_per_s"].as_f64().unwrap();
+        assert!(baseline > 0.0, "{name}: baseline {baseline}");
+        let rows = t["rows"].as_array().unwrap();
+        let cycle = rows.iter().find(|r| r["workload"] == "cycle").unwrap();
+        let tps = cycle["tasks_per_s"].as_f64().unwrap();
+        let ratio = cycle["ratio_to_baseline"].as_f64().unwrap();
+        assert!((ratio - tps / baseline).abs() < 1e-9, "{name}: {cycle}");
+        assert!(cycle["rss_mib"].as_f64().unwrap() > 0.0, "{name}: {cycle}");
+        // Read from /proc: every Linux this runs on has it.
+        let cpu = &cycle["cpu"];
+        assert!(cpu["cores"].as_u64().unwrap() >= 1, "{name}: {cpu}");
+        assert!(
+            cpu["machine_us_per_task"].as_f64().unwrap() > 0.0,
+            "{name}: {cpu}"
+        );
+        assert!(
+            cpu["server_us_per_task"].as_f64().unwrap() > 0.0,
+            "{name}: {cpu}"
+        );
+        let share = cpu["busy_share"].as_f64().unwrap();
+        assert!(share > 0.0 && share <= 1.0, "{name}: {cpu}");
+        let bench_side = cpu["bench_us_per_task"].as_f64().unwrap();
+        // Embedded, the bench process is the server: counted once, as it.
+        if name == "embedded" {
+            assert_eq!(bench_side, 0.0, "{cpu}");
+        } else {
+            assert!(bench_side > 0.0, "{cpu}");
+        }
+        let latency = rows.iter().find(|r| r["workload"] == "latency").unwrap();
+        assert!(latency.get("cpu").is_none(), "{latency}");
+        assert!(latency["tasks_per_s"].is_null(), "{latency}");
+    }
+
+    let table = bench(dir.path(), false);
+    for want in [
+        "baseline:",
+        "WORKLOAD",
+        "×BASE",
+        "cycle",
+        "CPU ",
+        "µs per task",
+    ] {
+        assert!(table.contains(want), "no {want:?} in:\n{table}");
+    }
+}
