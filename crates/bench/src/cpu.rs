@@ -79,13 +79,14 @@ impl Mark {
     /// is not counted twice.
     pub(crate) fn until(&self, end: &Mark, secs: f64, tasks: u64, embedded: bool) -> CpuUse {
         let per_task = |ticks: u64| ticks as f64 / TICKS_PER_S * 1e6 / tasks.max(1) as f64;
-        let machine = per_task(end.machine_busy.saturating_sub(self.machine_busy));
+        let busy_ticks = end.machine_busy.saturating_sub(self.machine_busy);
+        let machine = per_task(busy_ticks);
         let bench = if embedded {
             0.0
         } else {
             per_task(end.bench.saturating_sub(self.bench))
         };
-        let busy = end.machine_busy.saturating_sub(self.machine_busy) as f64 / TICKS_PER_S;
+        let busy = busy_ticks as f64 / TICKS_PER_S;
         CpuUse {
             cores: end.cores,
             machine_us_per_task: machine,

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{command, run_with_timeout};
+use support::{command, stdout_of_success};
 
 const RUN: Duration = Duration::from_secs(180);
 
@@ -32,14 +32,7 @@ fn bench(dir: &std::path::Path, json: bool) -> String {
     if json {
         args.push("--json");
     }
-    let out = run_with_timeout(command(&args), RUN);
-    assert!(
-        out.status.success(),
-        "aruntime bench exited {:?}:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of_success(command(&args), RUN)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, api, client_command, command, http, run_with_timeout};
+use support::{Server, api, client_command, command, http, run_with_timeout, stdout_of_success};
 
 /// How long one command may take.
 const STEP: Duration = Duration::from_secs(60);
@@ -27,14 +27,7 @@ fn run(server: &Server, args: &[&str]) -> Output {
 
 /// Runs a command that must succeed; returns its stdout.
 fn ok(server: &Server, args: &[&str]) -> String {
-    let out = run(server, args);
-    assert!(
-        out.status.success(),
-        "aruntime {args:?} exited {:?}:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of_success(client_command(server, args), STEP)
 }
 
 /// Runs a `--json` command that must succeed; returns its stdout parsed,

@@ -364,6 +364,20 @@ pub fn client_command(server: &Server, args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs `cmd` as [`run_with_timeout`] does and returns its stdout; panics
+/// with the command, its exit code and its stderr unless it succeeded.
+pub fn stdout_of_success(cmd: Command, timeout: Duration) -> String {
+    let what = format!("{cmd:?}");
+    let out = run_with_timeout(cmd, timeout);
+    assert!(
+        out.status.success(),
+        "{what} exited {:?}:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} printed non-UTF-8: {e}"))
+}
+
 /// Runs `cmd` to completion with stdin closed, keeping stdout and stderr
 /// byte for byte. Panics (after killing it) if it runs past `timeout`, so a
 /// hung command fails the test instead of hanging it.
