@@ -8,9 +8,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -141,6 +142,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             )),
             Err(JsonRejection::BytesRejection(e)) => Err(body_rejection(e.status(), e.body_text())),
             Err(e) => Err(body_rejection(e.status(), e.body_text())),
+        }
+    }
+}
+
+/// Bytes a JSON answer starts with. axum's `Json` starts at 128 and grows
+/// by doubling, so a task (about 700 bytes) was copied three times on its
+/// way out; growing and copying was about a tenth of a request thread's
+/// CPU under `aruntime bench` (docs/performance.md, finding 53).
+const ANSWER_CAPACITY: usize = 1024;
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        let mut buf = Vec::with_capacity(ANSWER_CAPACITY);
+        match serde_json::to_writer(&mut buf, &self.0) {
+            Ok(()) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                buf,
+            )
+                .into_response(),
+            // Only a map with non-string keys or a failing `Serialize` impl
+            // gets here: a bug in the server, answered in the one shape.
+            Err(e) => {
+                tracing::error!(error = %e, "serializing an answer");
+                ApiError::new(ErrorCode::Internal, "internal error").into_response()
+            }
         }
     }
 }

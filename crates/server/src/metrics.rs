@@ -29,8 +29,14 @@ pub struct Metrics {
     granted: Mutex<BTreeMap<String, u64>>,
     expired: Mutex<BTreeMap<String, u64>>,
     polling: Mutex<BTreeMap<String, u64>>,
-    latency: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// Per route template, then per method and status: looked up by
+    /// `&str` on every request without allocating a key (a route has a
+    /// handful of method and status pairs; scanning them is cheaper).
+    latency: Mutex<BTreeMap<String, Vec<Served>>>,
 }
+
+/// Requests of one method answered with one status, on some route.
+type Served = (String, u16, Histogram);
 
 fn bump(map: &Mutex<BTreeMap<String, u64>>, tenant: &str, n: u64) {
     if n == 0 {
@@ -64,9 +70,21 @@ impl Metrics {
     pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
         let secs = took.as_secs_f64();
         let mut m = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = m
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
+        let seen = match m.get_mut(route) {
+            Some(seen) => seen,
+            None => m.entry(route.to_owned()).or_default(),
+        };
+        let at = match seen
+            .iter()
+            .position(|(m, s, _)| *s == status && m == method)
+        {
+            Some(at) => at,
+            None => {
+                seen.push((method.to_owned(), status, Histogram::default()));
+                seen.len() - 1
+            }
+        };
+        let h = &mut seen[at].2;
         h.count += 1;
         h.sum += secs;
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -127,12 +145,18 @@ impl Metrics {
             "# HELP aruntime_http_request_duration_seconds Request latency by route.\n\
              # TYPE aruntime_http_request_duration_seconds histogram"
         );
-        let lat = self
+        let mut lat: Vec<(String, String, u16, Histogram)> = self
             .latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for ((method, route, status), h) in lat {
+            .iter()
+            .flat_map(|(route, seen)| {
+                seen.iter()
+                    .map(|(m, s, h)| (m.clone(), route.clone(), *s, h.clone()))
+            })
+            .collect();
+        lat.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        for (method, route, status, h) in lat {
             let labels = format!(
                 "method=\"{method}\",route=\"{}\",status=\"{status}\"",
                 escape(&route)

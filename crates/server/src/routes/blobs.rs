@@ -2,13 +2,12 @@
 
 use aruntime_api::BlobRef;
 use aruntime_core::Permission;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
 use crate::auth::Auth;
-use crate::error::{ApiBytes, ApiResult};
+use crate::error::{ApiBytes, ApiJson, ApiResult};
 use crate::state::AppState;
 
 /// `PUT /v1/blobs` with the raw bytes as body; answers their address.
@@ -16,13 +15,13 @@ pub(super) async fn put(
     State(s): State<AppState>,
     auth: Auth,
     ApiBytes(body): ApiBytes,
-) -> ApiResult<(StatusCode, Json<BlobRef>)> {
+) -> ApiResult<(StatusCode, ApiJson<BlobRef>)> {
     auth.require(Permission::Work)?;
     let r = s
         .store
         .blob_put(auth.tenant(), &body, s.clock.now())
         .await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    Ok((StatusCode::CREATED, ApiJson(r)))
 }
 
 pub(super) async fn get(

@@ -1,11 +1,10 @@
 //! The tenant's event log.
 
 use aruntime_api::{EventPage, EventQuery};
-use axum::Json;
 use axum::extract::State;
 
 use crate::auth::Auth;
-use crate::error::{ApiQuery, ApiResult};
+use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 /// `GET /v1/events?after=SEQ&task=ID&limit=N`.
@@ -13,6 +12,6 @@ pub(super) async fn list(
     State(s): State<AppState>,
     auth: Auth,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> ApiResult<Json<EventPage>> {
-    Ok(Json(s.store.event_list(auth.tenant(), &q).await?))
+) -> ApiResult<ApiJson<EventPage>> {
+    Ok(ApiJson(s.store.event_list(auth.tenant(), &q).await?))
 }

@@ -9,7 +9,6 @@ use aruntime_api::{
 };
 use aruntime_core::{Checkpoint, Permission, Task};
 use aruntime_store::{ClaimParams, Finish, claim_waiting};
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
@@ -23,7 +22,7 @@ pub(super) async fn claim(
     State(s): State<AppState>,
     auth: Auth,
     ApiJson(req): ApiJson<ClaimRequest>,
-) -> ApiResult<Json<ClaimResponse>> {
+) -> ApiResult<ApiJson<ClaimResponse>> {
     auth.require(Permission::Work)?;
     req.validate()?;
     let tenant = auth.tenant().to_owned();
@@ -58,20 +57,20 @@ pub(super) async fn claim(
             context,
         });
     }
-    Ok(Json(ClaimResponse { leases }))
+    Ok(ApiJson(ClaimResponse { leases }))
 }
 
 pub(super) async fn heartbeat(
     State(s): State<AppState>,
     auth: Auth,
     Path(lease): Path<String>,
-) -> ApiResult<Json<HeartbeatResponse>> {
+) -> ApiResult<ApiJson<HeartbeatResponse>> {
     auth.require(Permission::Work)?;
     let (task_id, expires_at) = s
         .store
         .lease_heartbeat(auth.tenant(), &lease, s.clock.now())
         .await?;
-    Ok(Json(HeartbeatResponse {
+    Ok(ApiJson(HeartbeatResponse {
         task_id,
         expires_at,
     }))
@@ -82,7 +81,7 @@ pub(super) async fn checkpoint(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(cp): ApiJson<NewCheckpoint>,
-) -> ApiResult<(StatusCode, Json<Checkpoint>)> {
+) -> ApiResult<(StatusCode, ApiJson<Checkpoint>)> {
     auth.require(Permission::Work)?;
     let id = task_id(&id)?;
     cp.validate()?;
@@ -90,7 +89,7 @@ pub(super) async fn checkpoint(
         .store
         .checkpoint_put(auth.tenant(), id, cp, s.clock.now())
         .await?;
-    Ok((StatusCode::CREATED, Json(c)))
+    Ok((StatusCode::CREATED, ApiJson(c)))
 }
 
 async fn finish(
@@ -99,10 +98,10 @@ async fn finish(
     id: &str,
     lease: &str,
     how: Finish,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     auth.require(Permission::Work)?;
     let id = task_id(id)?;
-    Ok(Json(
+    Ok(ApiJson(
         s.store
             .task_finish(auth.tenant(), id, lease, how, s.clock.now())
             .await?,
@@ -114,7 +113,7 @@ pub(super) async fn complete(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(r): ApiJson<CompleteRequest>,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     r.validate()?;
     finish(
         &s,
@@ -132,7 +131,7 @@ pub(super) async fn complete_many(
     State(s): State<AppState>,
     auth: Auth,
     ApiJson(r): ApiJson<CompleteLeases>,
-) -> ApiResult<Json<CompletedLeases>> {
+) -> ApiResult<ApiJson<CompletedLeases>> {
     auth.require(Permission::Work)?;
     r.validate()?;
     let tasks: Vec<_> = r.completions.iter().map(|c| c.task).collect();
@@ -161,7 +160,7 @@ pub(super) async fn complete_many(
             },
         })
         .collect();
-    Ok(Json(CompletedLeases { results }))
+    Ok(ApiJson(CompletedLeases { results }))
 }
 
 pub(super) async fn fail(
@@ -169,7 +168,7 @@ pub(super) async fn fail(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(r): ApiJson<FailRequest>,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     r.validate()?;
     let how = Finish::Fail {
         error: r.error,
@@ -185,7 +184,7 @@ pub(super) async fn block(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(r): ApiJson<BlockRequest>,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     r.validate()?;
     finish(&s, &auth, &id, &r.lease, Finish::Block { reason: r.reason }).await
 }
@@ -195,7 +194,7 @@ pub(super) async fn release(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(r): ApiJson<ReleaseRequest>,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     r.validate()?;
     let how = Finish::Release {
         notes: r.notes,

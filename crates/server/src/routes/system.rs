@@ -1,28 +1,27 @@
 //! Health, readiness, metrics and the OpenAPI document.
 
 use aruntime_api::ErrorCode;
-use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
 /// Liveness: the process answers.
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub(super) async fn healthz() -> ApiJson<Value> {
+    ApiJson(json!({"status": "ok"}))
 }
 
 /// Readiness: the database answers.
-pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<ApiJson<Value>> {
     s.store
         .ping()
         .await
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "the database does not answer"))?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(ApiJson(json!({"status": "ready"})))
 }
 
 /// Prometheus text for the caller's tenant (any role; send the token as a
@@ -34,6 +33,6 @@ pub(super) async fn metrics(State(s): State<AppState>, auth: Auth) -> ApiResult<
 }
 
 /// The OpenAPI 3.1 document, generated from the wire types.
-pub(super) async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+pub(super) async fn openapi() -> ApiJson<Value> {
+    ApiJson(crate::openapi::document())
 }

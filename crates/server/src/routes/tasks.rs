@@ -8,7 +8,6 @@ use aruntime_api::{
 use aruntime_core::context::Format;
 use aruntime_core::{Checkpoint, Decision, Permission, Task};
 use aruntime_store::{Idempotency, Steer};
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -46,7 +45,7 @@ pub(super) async fn create(
     auth: Auth,
     headers: HeaderMap,
     ApiJson(spec): ApiJson<NewTask>,
-) -> ApiResult<(StatusCode, Json<Task>)> {
+) -> ApiResult<(StatusCode, ApiJson<Task>)> {
     auth.require(Permission::WriteTasks)?;
     spec.validate()?;
     let idem = idempotency(&headers, &spec)?;
@@ -59,7 +58,7 @@ pub(super) async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(c.value)))
+    Ok((status, ApiJson(c.value)))
 }
 
 /// `POST /v1/plans`: 201 when anything was created, 200 when the plan was
@@ -68,7 +67,7 @@ pub(super) async fn import_plan(
     State(s): State<AppState>,
     auth: Auth,
     ApiJson(plan): ApiJson<PlanImport>,
-) -> ApiResult<(StatusCode, Json<PlanImported>)> {
+) -> ApiResult<(StatusCode, ApiJson<PlanImported>)> {
     auth.require(Permission::WriteTasks)?;
     plan.validate()?;
     let out = s
@@ -80,23 +79,25 @@ pub(super) async fn import_plan(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(out)))
+    Ok((status, ApiJson(out)))
 }
 
 pub(super) async fn get(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Task>> {
-    Ok(Json(s.store.task_get(auth.tenant(), task_id(&id)?).await?))
+) -> ApiResult<ApiJson<Task>> {
+    Ok(ApiJson(
+        s.store.task_get(auth.tenant(), task_id(&id)?).await?,
+    ))
 }
 
 pub(super) async fn list(
     State(s): State<AppState>,
     auth: Auth,
     ApiQuery(q): ApiQuery<TaskQuery>,
-) -> ApiResult<Json<TaskPage>> {
-    Ok(Json(s.store.task_list(auth.tenant(), &q).await?))
+) -> ApiResult<ApiJson<TaskPage>> {
+    Ok(ApiJson(s.store.task_list(auth.tenant(), &q).await?))
 }
 
 pub(super) async fn patch(
@@ -104,11 +105,11 @@ pub(super) async fn patch(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(p): ApiJson<TaskPatch>,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     auth.require(Permission::WriteTasks)?;
     let id = task_id(&id)?;
     p.validate()?;
-    Ok(Json(
+    Ok(ApiJson(
         s.store
             .task_patch(auth.tenant(), id, p, s.clock.now())
             .await?,
@@ -121,10 +122,10 @@ pub(super) async fn steer(
     auth: Auth,
     Path(id): Path<String>,
     cmd: Steer,
-) -> ApiResult<Json<Task>> {
+) -> ApiResult<ApiJson<Task>> {
     auth.require(Permission::Steer)?;
     let id = task_id(&id)?;
-    Ok(Json(
+    Ok(ApiJson(
         s.store
             .task_steer(auth.tenant(), id, cmd, s.clock.now())
             .await?,
@@ -135,41 +136,43 @@ pub(super) async fn board(
     State(s): State<AppState>,
     auth: Auth,
     ApiQuery(q): ApiQuery<BoardQuery>,
-) -> ApiResult<Json<Board>> {
-    Ok(Json(s.store.board(auth.tenant(), &q).await?))
+) -> ApiResult<ApiJson<Board>> {
+    Ok(ApiJson(s.store.board(auth.tenant(), &q).await?))
 }
 
 pub(super) async fn checkpoints(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<CheckpointList>> {
+) -> ApiResult<ApiJson<CheckpointList>> {
     let checkpoints = s
         .store
         .checkpoint_list(auth.tenant(), task_id(&id)?)
         .await?;
-    Ok(Json(CheckpointList { checkpoints }))
+    Ok(ApiJson(CheckpointList { checkpoints }))
 }
 
 pub(super) async fn checkpoint(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, seq)): Path<(String, String)>,
-) -> ApiResult<Json<Checkpoint>> {
+) -> ApiResult<ApiJson<Checkpoint>> {
     let id = task_id(&id)?;
     let seq: i64 = seq
         .parse()
         .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no checkpoint {seq}")))?;
-    Ok(Json(s.store.checkpoint_get(auth.tenant(), id, seq).await?))
+    Ok(ApiJson(
+        s.store.checkpoint_get(auth.tenant(), id, seq).await?,
+    ))
 }
 
 pub(super) async fn attempts(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<AttemptList>> {
+) -> ApiResult<ApiJson<AttemptList>> {
     let attempts = s.store.attempt_list(auth.tenant(), task_id(&id)?).await?;
-    Ok(Json(AttemptList { attempts }))
+    Ok(ApiJson(AttemptList { attempts }))
 }
 
 /// `POST /v1/tasks/{id}/decisions`: workers may record decisions too.
@@ -178,7 +181,7 @@ pub(super) async fn decide(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(d): ApiJson<NewDecision>,
-) -> ApiResult<(StatusCode, Json<Decision>)> {
+) -> ApiResult<(StatusCode, ApiJson<Decision>)> {
     if auth.require(Permission::WriteTasks).is_err() {
         auth.require(Permission::Work)?;
     }
@@ -188,16 +191,16 @@ pub(super) async fn decide(
         .store
         .decision_add(auth.tenant(), id, d, s.clock.now())
         .await?;
-    Ok((StatusCode::CREATED, Json(d)))
+    Ok((StatusCode::CREATED, ApiJson(d)))
 }
 
 pub(super) async fn decisions(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<DecisionList>> {
+) -> ApiResult<ApiJson<DecisionList>> {
     let decisions = s.store.decision_list(auth.tenant(), task_id(&id)?).await?;
-    Ok(Json(DecisionList { decisions }))
+    Ok(ApiJson(DecisionList { decisions }))
 }
 
 /// `GET /v1/tasks/{id}/context?format=json|markdown&max_bytes=N`.

@@ -2,7 +2,6 @@
 
 use aruntime_api::{CreateTenant, CreateToken, ErrorCode, Tenant, TokenCreated};
 use aruntime_core::Permission;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
@@ -15,11 +14,11 @@ pub(super) async fn create(
     State(s): State<AppState>,
     auth: Auth,
     ApiJson(req): ApiJson<CreateTenant>,
-) -> ApiResult<(StatusCode, Json<Tenant>)> {
+) -> ApiResult<(StatusCode, ApiJson<Tenant>)> {
     auth.require_system_admin()?;
     req.validate()?;
     let t = s.store.tenant_create(&req.name, s.clock.now()).await?;
-    Ok((StatusCode::CREATED, Json(t)))
+    Ok((StatusCode::CREATED, ApiJson(t)))
 }
 
 /// `POST /v1/tenants/{tenant}/tokens`: an admin of that tenant, or of the
@@ -29,7 +28,7 @@ pub(super) async fn token(
     auth: Auth,
     Path(tenant): Path<String>,
     ApiJson(req): ApiJson<CreateToken>,
-) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+) -> ApiResult<(StatusCode, ApiJson<TokenCreated>)> {
     auth.require(Permission::ManageTokens)?;
     if tenant != auth.tenant() {
         // Another tenant's name answers like a missing one unless the
@@ -50,7 +49,7 @@ pub(super) async fn token(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(TokenCreated {
+        ApiJson(TokenCreated {
             token,
             tenant,
             role: req.role,
