@@ -647,8 +647,14 @@ async fn attempt(
     let mut sp = Savepoint::new(lazy);
     // A write alone needs no savepoint (one round trip less on the path an
     // idle queue's latency is made of): if it fails, its transaction is
-    // rolled back whole and it keeps its own error.
-    if let [job] = batch {
+    // rolled back whole and it keeps its own error. Not a grouped one:
+    // alone, it still takes its group's path, a few set-based statements
+    // run in place, where its ordinary path is several statements through
+    // sqlx's connection thread; and a lazy savepoint costs nothing until
+    // the group fails (performance.md, finding 54).
+    if let [job] = batch
+        && job.grouped().is_none()
+    {
         if !job.run(ctx).await {
             ctx.wake = WakeList::default();
             ctx.events.clear();
