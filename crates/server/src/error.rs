@@ -121,7 +121,8 @@ fn body_rejection(status: StatusCode, text: String) -> ApiError {
     }
 }
 
-/// `Json<T>` whose rejections use the API error shape.
+/// `Json<T>` whose rejections use the API error shape; as an answer, it is
+/// written into a buffer sized for one task (see `ANSWER_CAPACITY`).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -147,7 +148,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Bytes a JSON answer starts with. axum's `Json` starts at 128 and grows
-/// by doubling, so a task (about 700 bytes) was copied three times on its
+/// by doubling, so a task (about 500 bytes) was copied three times on its
 /// way out; growing and copying was about a tenth of a request thread's
 /// CPU under `aruntime bench` (docs/performance.md, finding 53).
 const ANSWER_CAPACITY: usize = 1024;
