@@ -175,6 +175,10 @@ fn latest(items: &[&Pending]) -> Timestamp {
 /// its spec or a default, and returning and decoding 26 columns per row
 /// was work on the writer's serial path (performance.md, finding 32). A
 /// conformance test compares each answer with the task read back.
+///
+/// Claims parked for the tenant are served by the same statement when
+/// that is what their own look would do (see [`Handover`]): the tasks they
+/// get are inserted already leased.
 async fn create_many(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -192,15 +196,23 @@ async fn create_many(
         ("v_max_attempts", Kind::Int),
         ("v_lease_ttl_s", Kind::Int),
         ("v_now", Kind::Int),
+        ("v_token", Kind::Text),
+        ("v_worker", Kind::Text),
+        ("v_ttl_ms", Kind::Int),
+        ("v_leased_at", Kind::Int),
     ];
     let mut made = Vec::with_capacity(items.len());
-    let mut rows_in = Rows::new(COLS);
     for p in items {
         let Grouped::Create(spec) = &p.op else {
             return Ok(items.iter().map(|_| None).collect());
         };
         let t = transition(None, Command::Create { waiting: spec.hold })?;
-        let id = Uuid::now_v7();
+        made.push((Uuid::now_v7(), t, spec, p.now));
+    }
+    let handover = Handover::plan(ctx, tenant, &made);
+    let mut rows_in = Rows::new(COLS);
+    for (k, (id, t, spec, now)) in made.iter().enumerate() {
+        let lease = handover.lease_of(k);
         rows_in.push([
             id.to_string().into(),
             spec.title.as_str().into(),
@@ -212,30 +224,93 @@ async fn create_many(
             spec.hold.into(),
             i64::from(spec.max_attempts).into(),
             i64::from(spec.lease_ttl_s).into(),
-            p.now.0.into(),
+            now.0.into(),
+            lease.map(|l| l.token.clone()).into(),
+            lease
+                .map(|l| handover.taken[l.claim].params.worker.clone())
+                .into(),
+            lease.map(|l| l.ttl_ms).into(),
+            lease.map(|l| handover.taken[l.claim].now.0).into(),
         ]);
-        made.push((id, t, spec, p.now));
     }
     // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
     let (with, mut p) = rows_in.with_clause();
-    let sql = format!(
-        "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
-         parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
-         created_at, updated_at) \
-         SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
-         NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
-         FROM v WHERE v_id IS NOT NULL RETURNING id",
-        tenant = p.next(),
-    );
-    let returned = dialect::fetch(ctx, sql, rows_in.args_then([tenant.into()])).await?;
+    let sql = if handover.taken.is_empty() {
+        format!(
+            "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+             parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
+             created_at, updated_at) \
+             SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
+             NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
+             FROM v WHERE v_id IS NOT NULL RETURNING id",
+            tenant = p.next(),
+        )
+    } else {
+        // `g.ok`: nothing else is claimable and no lease has expired (the
+        // claims' look would record it first), so each claim's look would
+        // offer exactly these tasks, in the order `plan` handed them out.
+        // Otherwise every row goes in ready and the claims look as usual.
+        // Materialized: PostgreSQL would otherwise inline `g` into every
+        // `CASE`, its two probes run once per column that reads it.
+        let (t1, now1, t2, now2, t) = (p.next(), p.next(), p.next(), p.next(), p.next());
+        let leased = "(g.ok AND v_token IS NOT NULL)";
+        format!(
+            "{with}, g AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = {t1} \
+             AND status = 'ready' AND not_before <= {now1}) \
+             AND NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = {t2} AND status = 'running' \
+             AND lease_expires_at <= {now2}) AS ok) \
+             INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+             parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
+             attempts, lease_token, lease_worker, lease_attempt, lease_started_at, lease_ttl_ms, \
+             lease_expires_at, created_at, updated_at) \
+             SELECT {t}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, \
+             CASE WHEN {leased} THEN {running} ELSE v_status END, v_held, \
+             NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, \
+             CASE WHEN {leased} THEN 1 ELSE 0 END, \
+             CASE WHEN {leased} THEN v_token END, CASE WHEN {leased} THEN v_worker END, \
+             CASE WHEN {leased} THEN 1 END, CASE WHEN {leased} THEN v_leased_at END, \
+             CASE WHEN {leased} THEN v_ttl_ms END, \
+             CASE WHEN {leased} THEN v_leased_at + v_ttl_ms END, \
+             v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
+             FROM v, g WHERE v_id IS NOT NULL RETURNING id, status",
+            running = "'running'",
+        )
+    };
+    let args = if handover.taken.is_empty() {
+        rows_in.args_then([tenant.into()])
+    } else {
+        let asked = handover.asked().0;
+        rows_in.args_then([
+            tenant.into(),
+            asked.into(),
+            tenant.into(),
+            asked.into(),
+            tenant.into(),
+        ])
+    };
+    let returned = dialect::fetch(ctx, sql, args).await;
+    let returned = match returned {
+        Ok(r) => r,
+        Err(e) => {
+            handover.give_back(ctx);
+            return Err(e);
+        }
+    };
     let mut inserted = HashSet::with_capacity(returned.len());
+    let mut leased = HashSet::new();
     for row in &returned {
-        inserted.insert(rows::uuid(row, "id")?);
+        let id = rows::uuid(row, "id")?;
+        if !handover.taken.is_empty()
+            && row.col::<String>("status")? == TaskStatus::Running.as_str()
+        {
+            leased.insert(id);
+        }
+        inserted.insert(id);
     }
     let mut logged = Vec::with_capacity(made.len());
     let mut out = Vec::with_capacity(made.len());
-    for (id, t, spec, now) in made {
-        if !inserted.contains(&id) {
+    for (id, t, spec, now) in &made {
+        if !inserted.contains(id) {
             // Every row was inserted or the statement failed: a missing one
             // is left to run alone, for whatever answer that gives.
             out.push(None);
@@ -243,14 +318,196 @@ async fn create_many(
         }
         let data =
             json!({"title": spec.title, "status": t.to, "parent_id": null, "depends_on": []});
-        logged.push((Some(id), t.event, data));
-        if t.to == TaskStatus::Ready {
+        logged.push((Some(*id), t.event, data));
+        if t.to == TaskStatus::Ready && !leased.contains(id) {
             ctx.wake.ready(tenant, !spec.labels.is_empty());
         }
-        out.push(Some(Ok(created(id, spec, t.to, now))));
+        // Answered as created, before the lease in the same transaction,
+        // as when the parked claim leases it with a statement of its own.
+        out.push(Some(Ok(created(*id, spec, t.to, *now))));
     }
     events(ctx, tenant, logged, latest(items));
+    handover.settle(ctx, tenant, &made, &leased)?;
     Ok(out)
+}
+
+/// Parked claims served by the insert that creates their tasks, the
+/// commonest path of an idle queue: a worker waits, a task arrives. A
+/// claim's own look after the insert would cost a statement, and a second
+/// write of each row with its indexes, for an answer known in advance.
+///
+/// Known only when nothing else is claimable: the handover plans for the
+/// group's ready tasks when none has labels (a labelled one may rank
+/// first for some claims and not for others), ranks them as the queue
+/// does, and takes parked claims oldest first, each up to its `max`, as
+/// [`Wakeups::take`](crate::Wakeups) would for them after the insert. Not
+/// when the batch holds claims of the tenant: those are served first, and
+/// parked ones get what they leave. The
+/// insert then leases the planned rows only if no other task of the tenant
+/// is ready and due and no lease has expired (`g.ok`), a test it makes on
+/// the same snapshot it writes under, while the tenant is locked. If the
+/// test fails, every row goes in ready and the claims are given back at
+/// once, to be served after the writes like any other parked claim.
+struct Handover {
+    /// The claims taken, in the order they were parked.
+    taken: Vec<crate::wake::Taken>,
+    /// Per row of the group: the lease planned for it.
+    leases: Vec<Option<Planned>>,
+    /// Where the taken claims start in `ctx.parked`.
+    first: usize,
+}
+
+/// A lease the insert grants if it may.
+struct Planned {
+    /// Index in [`Handover::taken`].
+    claim: usize,
+    token: String,
+    ttl_ms: i64,
+}
+
+/// A row of a create group: its id, its transition, its spec and its time.
+type Made<'a> = (Uuid, aruntime_core::Transition, &'a NewTask, Timestamp);
+
+impl Handover {
+    fn plan(ctx: &mut WriteCtx, tenant: &str, made: &[Made<'_>]) -> Handover {
+        let mut h = Handover {
+            taken: vec![],
+            leases: made.iter().map(|_| None).collect(),
+            first: ctx.parked.len(),
+        };
+        let ready: Vec<usize> = (0..made.len())
+            .filter(|&k| made[k].1.to == TaskStatus::Ready)
+            .collect();
+        if ready.is_empty()
+            || ready.iter().any(|&k| !made[k].2.labels.is_empty())
+            || ctx.claiming.iter().any(|t| t == tenant)
+        {
+            return h;
+        }
+        h.taken = ctx.wakeups.take(
+            tenant,
+            u32::try_from(ready.len()).unwrap_or(u32::MAX),
+            false,
+        );
+        if h.taken.is_empty() {
+            return h;
+        }
+        // Recorded before anything runs: however the batch ends, each
+        // taken claim is settled, so none waits for an answer forever.
+        ctx.parked
+            .extend(h.taken.iter().map(|t| (tenant.to_owned(), t.id, None)));
+        let mut order = ready;
+        // The queue's order: priority, then creation time, then id.
+        order.sort_by_key(|&k| {
+            (
+                std::cmp::Reverse(made[k].2.priority),
+                made[k].3.0,
+                made[k].0,
+            )
+        });
+        let mut order = order.into_iter();
+        for (c, claim) in h.taken.iter().enumerate() {
+            let secret = leases::new_token();
+            for k in order.by_ref().take(claim.params.max as usize) {
+                let ttl_s = claim.params.ttl_s.unwrap_or(made[k].2.lease_ttl_s);
+                h.leases[k] = Some(Planned {
+                    claim: c,
+                    token: leases::lease_token(&secret, &made[k].0.to_string()),
+                    ttl_ms: i64::from(ttl_s) * 1000,
+                });
+            }
+        }
+        h
+    }
+
+    fn lease_of(&self, k: usize) -> Option<&Planned> {
+        self.leases.get(k).and_then(Option::as_ref)
+    }
+
+    /// The time the insert tests due tasks and expired leases against:
+    /// the earliest of the claims' (see [`earliest`]).
+    fn asked(&self) -> Timestamp {
+        Timestamp(self.taken.iter().map(|t| t.now.0).min().unwrap_or(0))
+    }
+
+    /// Parks the taken claims again, at once: this group grants them
+    /// nothing, and a later step of the batch may.
+    fn give_back(&self, ctx: &mut WriteCtx) {
+        if self.taken.is_empty() {
+            return;
+        }
+        for (tenant, id, _) in ctx.parked.drain(self.first..) {
+            ctx.wakeups.settle(&tenant, id, None);
+        }
+    }
+
+    /// Answers each taken claim with what the insert leased it, and logs
+    /// the leases after the creations, as a claim's own statement would.
+    fn settle(
+        self,
+        ctx: &mut WriteCtx,
+        tenant: &str,
+        made: &[Made<'_>],
+        leased: &HashSet<Uuid>,
+    ) -> Result<()> {
+        if self.taken.is_empty() {
+            return Ok(());
+        }
+        if leased.is_empty() {
+            self.give_back(ctx);
+            return Ok(());
+        }
+        let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
+        let mut outs: Vec<ClaimOutcome> =
+            self.taken.iter().map(|_| ClaimOutcome::default()).collect();
+        let mut order: Vec<usize> = (0..made.len())
+            .filter(|&k| self.leases[k].is_some())
+            .collect();
+        order.sort_by_key(|&k| {
+            (
+                std::cmp::Reverse(made[k].2.priority),
+                made[k].3.0,
+                made[k].0,
+            )
+        });
+        let mut logged = Vec::with_capacity(order.len());
+        for k in order {
+            let (Some(plan), (id, _, spec, now)) = (&self.leases[k], &made[k]) else {
+                continue;
+            };
+            // Not inserted: left to run alone (see `create_many`).
+            if !leased.contains(id) {
+                continue;
+            }
+            let claim = &self.taken[plan.claim];
+            let at = claim.now;
+            let expires_at = Timestamp(at.0 + plan.ttl_ms);
+            let mut task = created(*id, spec, t.to, *now);
+            task.attempts = 1;
+            task.updated_at = at;
+            task.lease = Some(aruntime_core::LeaseInfo {
+                worker: claim.params.worker.clone(),
+                attempt: 1,
+                expires_at,
+            });
+            let data =
+                json!({"attempt": 1, "worker": claim.params.worker, "expires_at": expires_at});
+            logged.push((Some(*id), t.event, data));
+            outs[plan.claim].granted.push(Claimed {
+                lease: plan.token.clone(),
+                attempt: 1,
+                expires_at,
+                task,
+            });
+        }
+        for (slot, out) in ctx.parked[self.first..].iter_mut().zip(outs) {
+            slot.2 = Some(out);
+        }
+        // A group's events carry one time: the latest of its claims'.
+        let at = Timestamp(self.taken.iter().map(|t| t.now.0).max().unwrap_or(0));
+        events(ctx, tenant, logged, at);
+        Ok(())
+    }
 }
 
 /// The task `create_many` inserted for `spec`, as a read would return it.

@@ -60,8 +60,14 @@ pub(crate) struct WriteCtx {
     pub(crate) fast: dialect::Fast,
     pub(crate) conn: Conn,
     pub(crate) wake: WakeList,
-    /// Parked claims this batch took, by tenant and slot, with what they got.
-    parked: Vec<(String, u64, Option<ClaimOutcome>)>,
+    /// The claims parked with this writer.
+    pub(crate) wakeups: Arc<Wakeups>,
+    /// Parked claims this batch took, by tenant and slot, with what they
+    /// got. Their grants are not among the ready tasks `wake` counts.
+    pub(crate) parked: Vec<(String, u64, Option<ClaimOutcome>)>,
+    /// Tenants with claims of their own in the batch: these come before
+    /// the parked ones, so no create hands its task to a parked claim.
+    pub(crate) claiming: Vec<String>,
     /// Events the batch's writes recorded, written just before COMMIT
     /// unless a statement took them along.
     pub(crate) events: BatchEvents,
@@ -368,7 +374,9 @@ async fn run(
                     fast,
                     conn: c,
                     wake: WakeList::default(),
+                    wakeups: wakeups.clone(),
                     parked: vec![],
+                    claiming: vec![],
                     events: BatchEvents::default(),
                 };
                 let t0 = std::time::Instant::now();
@@ -379,10 +387,7 @@ async fn run(
                 // Parked claims first: their grants are what an idle
                 // queue's latency waits for.
                 for (tenant, id, out) in ctx.parked.drain(..) {
-                    let out = out.filter(|_| r.is_ok());
-                    let n = out.as_ref().map_or(0, |o| o.granted.len());
-                    wakeups.settle(&tenant, id, out);
-                    ctx.wake.served(&tenant, n);
+                    wakeups.settle(&tenant, id, out.filter(|_| r.is_ok()));
                 }
                 // A connection whose batch failed may be broken; the next
                 // batch opens a fresh one.
@@ -563,6 +568,10 @@ async fn serve_parked(
         let items: Vec<&Pending> = pending.iter().collect();
         match grouped::claim_many(ctx, &tenant, &items).await {
             Ok(outs) => {
+                // What they leased was counted as ready: nobody else is
+                // to be woken for it.
+                let n = outs.iter().map(|o| o.granted.len()).sum();
+                ctx.wake.served(&tenant, n);
                 for (slot, out) in ctx.parked[first..].iter_mut().zip(outs) {
                     slot.2 = Some(out);
                 }
@@ -645,6 +654,14 @@ async fn attempt(
         .await
         .map_err(|e| e.to_string())?;
     let mut sp = Savepoint::new(lazy);
+    ctx.claiming = batch
+        .iter()
+        .filter(|j| {
+            j.grouped()
+                .is_some_and(|p| matches!(p.op, Grouped::Claim(_)))
+        })
+        .filter_map(|j| j.tenant().map(str::to_owned))
+        .collect();
     // A write alone needs no savepoint (one round trip less on the path an
     // idle queue's latency is made of): if it fails, its transaction is
     // rolled back whole and it keeps its own error. Not a grouped one:
@@ -788,5 +805,106 @@ mod tests {
             "a waiter was woken for a task already leased"
         );
         assert!(parked.granted().now_or_never().is_none());
+    }
+    /// A create that finds a claim parked for it inserts the task already
+    /// leased to that claim (`grouped::Handover`). Everything the claim
+    /// and the log say must be what a claim's own statement would have
+    /// written: the task it got is the task as read back, the lease works,
+    /// and the log holds the creation, then the lease.
+    #[tokio::test]
+    async fn a_create_hands_its_task_to_the_claim_parked_for_it() {
+        let now = Timestamp(1_000_000);
+        let Some((_guard, store)) = bootstrapped(now).await else {
+            return;
+        };
+        let at = Timestamp(now.0 + 5);
+        let clock: Arc<dyn Clock> = Arc::new(MockClock::new(at));
+        let wakeups = store.wakeups();
+        let mut parked = wakeups.park("default", params("w"), clock);
+        let mut spec = NewTask::titled("handed over");
+        spec.priority = 3;
+        let created = store
+            .task_create("default", spec, None, now)
+            .await
+            .unwrap()
+            .value;
+        assert_eq!(created.status, aruntime_core::TaskStatus::Ready);
+        let out = parked.granted().await;
+        assert_eq!(out.granted.len(), 1);
+        let got = &out.granted[0];
+        let read = store.task_get("default", created.id).await.unwrap();
+        assert_eq!(got.task, read, "the claim's task is the task as stored");
+        assert_eq!(read.status, aruntime_core::TaskStatus::Running);
+        assert_eq!(read.attempts, 1);
+        assert_eq!(got.attempt, 1);
+        assert_eq!(got.expires_at, Timestamp(at.0 + 60_000));
+        assert_eq!(
+            read.lease.as_ref().map(|l| l.expires_at),
+            Some(got.expires_at)
+        );
+        let log = store
+            .event_list("default", &aruntime_api::EventQuery::default())
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = log
+            .events
+            .iter()
+            .filter(|e| e.task_id == Some(created.id))
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["task.created", "task.leased"]);
+        let attempts = store.attempt_list("default", created.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "the lease is the task's running attempt");
+        let done = store
+            .task_finish(
+                "default",
+                created.id,
+                &got.lease,
+                crate::Finish::Complete {
+                    result: serde_json::json!({"ok": true}),
+                },
+                Timestamp(at.0 + 10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.status, aruntime_core::TaskStatus::Done);
+    }
+
+    /// A parked claim is owed the queue's best task, not the newest: when
+    /// another task is already claimable, the create inserts its task
+    /// ready and the claim looks as usual, taking the older one. (Only a
+    /// claim parked by hand can sit beside a claimable task; a real one
+    /// parks after a look that found nothing, but a task may become due
+    /// while it waits, as an expired lease does.)
+    #[tokio::test]
+    async fn a_parked_claim_gets_the_older_claimable_task_not_the_new_one() {
+        let now = Timestamp(1_000_000);
+        let Some((_guard, store)) = bootstrapped(now).await else {
+            return;
+        };
+        let older = store
+            .task_create("default", NewTask::titled("older"), None, now)
+            .await
+            .unwrap()
+            .value;
+        let clock: Arc<dyn Clock> = Arc::new(MockClock::new(Timestamp(now.0 + 5)));
+        let wakeups = store.wakeups();
+        let mut parked = wakeups.park("default", params("w"), clock);
+        let newer = store
+            .task_create(
+                "default",
+                NewTask::titled("newer"),
+                None,
+                Timestamp(now.0 + 1),
+            )
+            .await
+            .unwrap()
+            .value;
+        let out = parked.granted().await;
+        assert_eq!(out.granted.len(), 1);
+        assert_eq!(out.granted[0].task.id, older.id, "the queue's order");
+        let newer = store.task_get("default", newer.id).await.unwrap();
+        assert_eq!(newer.status, aruntime_core::TaskStatus::Ready);
+        assert_eq!(newer.attempts, 0);
     }
 }
