@@ -255,7 +255,7 @@ async fn create_many(
         let (t1, now1, t2, now2, t) = (p.next(), p.next(), p.next(), p.next(), p.next());
         let leased = "(g.ok AND v_token IS NOT NULL)";
         format!(
-            "{with}, g AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = {t1} \
+            "{with}, g AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM tasks{by_claim} WHERE tenant_id = {t1} \
              AND status = 'ready' AND not_before <= {now1}) \
              AND NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = {t2} AND status = 'running' \
              AND lease_expires_at <= {now2}) AS ok) \
@@ -274,6 +274,7 @@ async fn create_many(
              v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
              FROM v, g WHERE v_id IS NOT NULL RETURNING id, status",
             running = "'running'",
+            by_claim = dialect::BY_CLAIM_INDEX,
         )
     };
     let args = if handover.taken.is_empty() {
