@@ -354,6 +354,9 @@ struct Handover {
     taken: Vec<crate::wake::Taken>,
     /// Per row of the group: the lease planned for it.
     leases: Vec<Option<Planned>>,
+    /// The rows with a planned lease, in the queue's order: the order
+    /// their claims get them and the log records their leases.
+    order: Vec<usize>,
     /// Where the taken claims start in `ctx.parked`.
     first: usize,
 }
@@ -374,6 +377,7 @@ impl Handover {
         let mut h = Handover {
             taken: vec![],
             leases: made.iter().map(|_| None).collect(),
+            order: vec![],
             first: ctx.parked.len(),
         };
         let ready: Vec<usize> = (0..made.len())
@@ -416,6 +420,7 @@ impl Handover {
                     token: leases::lease_token(&secret, &made[k].0.to_string()),
                     ttl_ms: i64::from(ttl_s) * 1000,
                 });
+                h.order.push(k);
             }
         }
         h
@@ -461,18 +466,8 @@ impl Handover {
         let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
         let mut outs: Vec<ClaimOutcome> =
             self.taken.iter().map(|_| ClaimOutcome::default()).collect();
-        let mut order: Vec<usize> = (0..made.len())
-            .filter(|&k| self.leases[k].is_some())
-            .collect();
-        order.sort_by_key(|&k| {
-            (
-                std::cmp::Reverse(made[k].2.priority),
-                made[k].3.0,
-                made[k].0,
-            )
-        });
-        let mut logged = Vec::with_capacity(order.len());
-        for k in order {
+        let mut logged = Vec::with_capacity(self.order.len());
+        for &k in &self.order {
             let (Some(plan), (id, _, spec, now)) = (&self.leases[k], &made[k]) else {
                 continue;
             };
