@@ -169,7 +169,12 @@ async fn run_workload(t: &Target, w: Workload, a: &BenchArgs, quiet: bool) -> Re
         Workload::Recovery => workloads::recovery(api, 5, quiet).await,
         Workload::Scale => {
             let small = 10_000.min(a.scale_max);
-            workloads::scale(t, small, a.scale_max.max(small), quiet).await
+            let other = Target::start(t.kind, &a.dir, a.pg_url.as_deref())
+                .await
+                .context("starting the small store for scale")?;
+            let m = workloads::scale(t, &other, small, a.scale_max.max(small), quiet).await;
+            other.stop().await?;
+            m
         }
         Workload::Fanout => workloads::fanout(api, 1_000, quiet).await,
     }

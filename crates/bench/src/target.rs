@@ -51,6 +51,8 @@ impl TargetKind {
 
 /// A running target.
 pub(crate) struct Target {
+    /// What it is.
+    pub(crate) kind: TargetKind,
     /// The operations.
     pub(crate) api: Arc<dyn Api>,
     /// Server processes (empty when embedded).
@@ -223,6 +225,7 @@ impl Target {
             }
         };
         Ok(Target {
+            kind,
             api,
             nodes,
             db,

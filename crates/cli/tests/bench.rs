@@ -93,3 +93,47 @@ fn bench_reports_each_throughput_with_its_baseline_and_cpu_per_task() {
         assert!(table.contains(want), "no {want:?} in:\n{table}");
     }
 }
+
+/// `scale` probes a store of 10k tasks and one of `--scale-max` in turn,
+/// and reports both latencies from the same number of probes.
+#[test]
+fn scale_measures_both_store_sizes_with_every_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let text = stdout_of_success(
+        command(&[
+            "bench",
+            "--target",
+            "sqlite",
+            "--workload",
+            "scale",
+            "--scale-max",
+            "20000",
+            "--baseline-secs",
+            "0.2",
+            "--dir",
+            &data,
+            "--json",
+        ]),
+        RUN,
+    );
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let row = &report["targets"][0]["rows"][0];
+    assert_eq!(row["workload"], "scale", "{row}");
+    let names: Vec<&str> = row["latencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["claim @10k", "claim @20k"], "{row}");
+    for l in row["latencies"].as_array().unwrap() {
+        assert_eq!(l["samples"], 300, "{row}");
+        assert!(l["p50_ms"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let note = row["notes"][0].as_str().unwrap();
+    assert!(note.starts_with("p50 ratio 20k / 10k = "), "{note}");
+    // Both stores' data directories go when the run ends.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
