@@ -289,15 +289,11 @@ impl Target {
     }
 
     /// Adds `n` done tasks straight into the tasks table (the same columns
-    /// the runtime writes), in chunks; `round` keeps ids unique across calls.
+    /// the runtime writes), in chunks. Once per store: the seeded ids are
+    /// numbered from 1, so a second call would collide on the primary key.
     /// Seeding through the API would take minutes per million and measure
     /// nothing `scale` is about.
-    pub(crate) async fn seed_done(
-        &self,
-        n: u64,
-        round: u32,
-        mut progress: impl FnMut(u64),
-    ) -> Result<()> {
+    pub(crate) async fn seed_done(&self, n: u64, mut progress: impl FnMut(u64)) -> Result<()> {
         const CHUNK: u64 = 50_000;
         let now = SystemClock.now().0 - 86_400_000;
         let mut done = 0;
@@ -313,12 +309,11 @@ impl Target {
                     let sql = "WITH RECURSIVE s(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) \
                         INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
                         depends_on, pending_deps, max_attempts, attempts, lease_ttl_s, result, created_at, updated_at) \
-                        SELECT 'default', printf('%08x-0000-7000-8000-%012d', $3, i), 'seeded', '', '[]', '[]', 0, \
-                        'done', 0, '[]', 0, 3, 1, 60, '{}', $4 + i, $4 + i FROM s";
+                        SELECT 'default', printf('00000001-0000-7000-8000-%012d', i), 'seeded', '', '[]', '[]', 0, \
+                        'done', 0, '[]', 0, 3, 1, 60, '{}', $3 + i, $3 + i FROM s";
                     sqlx::query(sql)
                         .bind(i64::try_from(done + 1)?)
                         .bind(i64::try_from(done + k)?)
-                        .bind(i64::from(round))
                         .bind(now)
                         .execute(&mut c)
                         .await?;
@@ -333,13 +328,12 @@ impl Target {
                     let k = CHUNK.min(n - done);
                     let sql = "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
                         depends_on, pending_deps, max_attempts, attempts, lease_ttl_s, result, created_at, updated_at) \
-                        SELECT 'default', lpad(to_hex($3::int), 8, '0') || '-0000-7000-8000-' || lpad(i::text, 12, '0'), \
-                        'seeded', '', '[]', '[]', 0, 'done', false, '[]', 0, 3, 1, 60, '{}', $4 + i, $4 + i \
+                        SELECT 'default', '00000001-0000-7000-8000-' || lpad(i::text, 12, '0'), \
+                        'seeded', '', '[]', '[]', 0, 'done', false, '[]', 0, 3, 1, 60, '{}', $3 + i, $3 + i \
                         FROM generate_series($1::bigint, $2::bigint) AS i";
                     sqlx::query(sql)
                         .bind(i64::try_from(done + 1)?)
                         .bind(i64::try_from(done + k)?)
-                        .bind(i32::try_from(round)?)
                         .bind(now)
                         .execute(&mut c)
                         .await?;
