@@ -7,9 +7,18 @@
 //! `MATERIALIZED`: both databases then scan the rows once, as the outer side
 //! of a join probing the target table's primary key.
 //!
-//! Row counts are padded up to a power of two with rows of NULLs (which
-//! match no key and are filtered out of inserts), so a statement takes one
-//! of a few shapes and stays in the connection's prepared-statement cache.
+//! On SQLite, row counts are padded up to a power of two with rows of NULLs
+//! (which match no key and are filtered out of inserts), so a statement
+//! takes one of a few shapes and stays in the connection's prepared-statement
+//! cache.
+//!
+//! On PostgreSQL the rows travel as one array per column instead, read back
+//! as `MATERIALIZED (SELECT * FROM unnest($1::text[], $2::int8[], …))`: the
+//! statement's text no longer depends on how many rows it carries, and it
+//! has a handful of parameters rather than one per cell. With a parameter
+//! per cell, every execution re-planned a `VALUES` list of hundreds of
+//! expressions and built an executor step for each one (performance.md,
+//! finding 58).
 //!
 //! The rows' parameters come first, and on SQLite every parameter of such a
 //! statement is an anonymous `?` (see [`Placeholders`]): SQLite looks a
@@ -31,12 +40,16 @@ pub(crate) enum Kind {
     Bool,
 }
 
-/// One value.
+/// One value, or (on PostgreSQL, from [`Rows::into_args`]) one column of
+/// values.
 #[derive(Debug, Clone)]
 pub(crate) enum Cell {
     Text(Option<String>),
     Int(Option<i64>),
     Bool(Option<bool>),
+    Texts(Vec<Option<String>>),
+    Ints(Vec<Option<i64>>),
+    Bools(Vec<Option<bool>>),
 }
 
 impl From<String> for Cell {
@@ -103,8 +116,14 @@ impl Rows {
         self.cells.is_empty()
     }
 
+    /// Rows the statement's text has room for: padded on SQLite; with
+    /// arrays, the text holds no rows.
     fn padded(&self) -> usize {
-        self.len().max(1).next_power_of_two()
+        if dialect::ROWS_AS_ARRAYS {
+            self.len()
+        } else {
+            self.len().max(1).next_power_of_two()
+        }
     }
 
     /// `WITH v(cols) AS MATERIALIZED (VALUES …)`, which opens the
@@ -122,6 +141,25 @@ impl Rows {
     /// in the text.
     pub(crate) fn cte(&self, name: &str, p: &mut Placeholders) -> String {
         use std::fmt::Write;
+        if dialect::ROWS_AS_ARRAYS {
+            let mut sql = format!("{name}(");
+            let mut arrays = String::new();
+            for (i, (col, kind)) in self.cols.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                    arrays.push_str(", ");
+                }
+                sql.push_str(col);
+                let ty = match kind {
+                    Kind::Text => "text",
+                    Kind::Int => "int8",
+                    Kind::Bool => "bool",
+                };
+                let _ = write!(arrays, "{}::{ty}[]", p.next());
+            }
+            let _ = write!(sql, ") AS MATERIALIZED (SELECT * FROM unnest({arrays}))");
+            return sql;
+        }
         // Written into one string: built per batch, this was a twentieth of
         // the SQLite writer's time as a string per cell joined twice.
         let width = self.cols.len();
@@ -156,8 +194,12 @@ impl Rows {
         sql
     }
 
-    /// The statement's first arguments: every cell, then the padding.
+    /// The statement's first arguments: every cell, then the padding; or,
+    /// with arrays, one array per column.
     pub(crate) fn into_args(self) -> Vec<Cell> {
+        if dialect::ROWS_AS_ARRAYS {
+            return self.columns();
+        }
         let pad = self.padded() - self.len();
         let mut args = self.cells;
         args.reserve(pad * self.cols.len());
@@ -169,6 +211,42 @@ impl Rows {
             }));
         }
         args
+    }
+
+    /// The cells regrouped by column, each column one array.
+    fn columns(self) -> Vec<Cell> {
+        let (width, rows) = (self.cols.len(), self.len());
+        let mut columns: Vec<Cell> = self
+            .cols
+            .iter()
+            .map(|(_, kind)| match kind {
+                Kind::Text => Cell::Texts(Vec::with_capacity(rows)),
+                Kind::Int => Cell::Ints(Vec::with_capacity(rows)),
+                Kind::Bool => Cell::Bools(Vec::with_capacity(rows)),
+            })
+            .collect();
+        for (i, cell) in self.cells.into_iter().enumerate() {
+            let Some(column) = columns.get_mut(i % width.max(1)) else {
+                continue;
+            };
+            // A cell of another kind than its column's is a bug in the
+            // caller; it is bound as NULL rather than shifting the row.
+            match (column, cell) {
+                (Cell::Texts(c), Cell::Text(v)) => c.push(v),
+                (Cell::Ints(c), Cell::Int(v)) => c.push(v),
+                (Cell::Bools(c), Cell::Bool(v)) => c.push(v),
+                (column, cell) => {
+                    debug_assert!(false, "{cell:?} in a column of {column:?}");
+                    match column {
+                        Cell::Texts(c) => c.push(None),
+                        Cell::Ints(c) => c.push(None),
+                        Cell::Bools(c) => c.push(None),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        columns
     }
 
     /// The statement's arguments: [`into_args`](Self::into_args), then `rest`.
@@ -204,6 +282,9 @@ mod tests {
 
     #[test]
     fn pads_to_a_power_of_two_and_numbers_the_rest_after() {
+        if dialect::ROWS_AS_ARRAYS {
+            return;
+        }
         let mut rows = Rows::new(COLS);
         for n in 0..3 {
             rows.push([Cell::from(format!("t{n}")), Cell::from(n)]);
@@ -219,5 +300,38 @@ mod tests {
             )
         );
         assert_eq!(rest.next(), p[8]);
+        assert_eq!(rows.into_args().len(), 8);
+    }
+
+    #[test]
+    fn binds_one_array_per_column_and_numbers_the_rest_after() {
+        if !dialect::ROWS_AS_ARRAYS {
+            return;
+        }
+        let mut rows = Rows::new(COLS);
+        for n in 0..3 {
+            rows.push([Cell::from(format!("t{n}")), Cell::from(n)]);
+        }
+        rows.push([Cell::from(None::<String>), Cell::from(None::<i64>)]);
+        let (sql, mut rest) = rows.with_clause();
+        assert_eq!(
+            sql,
+            "WITH v(v_id, v_n) AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::int8[]))"
+        );
+        assert_eq!(rest.next(), "$3");
+        let args = rows.into_args();
+        let [Cell::Texts(ids), Cell::Ints(ns)] = args.as_slice() else {
+            panic!("two arrays, text then int8: {args:?}");
+        };
+        assert_eq!(
+            ids,
+            &[
+                Some("t0".into()),
+                Some("t1".into()),
+                Some("t2".into()),
+                None
+            ]
+        );
+        assert_eq!(ns, &[Some(0), Some(1), Some(2), None]);
     }
 }

@@ -83,6 +83,8 @@ mod dialect {
     /// Data-modifying statements in `WITH`: a group's update and the
     /// writes that follow from its rows go in one round trip.
     pub(crate) const WRITES_IN_WITH: bool = true;
+    /// A statement's rows are bound as one array per column (`ops/bulk.rs`).
+    pub(crate) const ROWS_AS_ARRAYS: bool = true;
     /// A statement is always undone whole; there is no conflict clause.
     pub(crate) const OR_FAIL: &str = "";
 
@@ -115,6 +117,9 @@ mod dialect {
                 Cell::Text(v) => q.bind(v),
                 Cell::Int(v) => q.bind(v),
                 Cell::Bool(v) => q.bind(v),
+                Cell::Texts(v) => q.bind(v),
+                Cell::Ints(v) => q.bind(v),
+                Cell::Bools(v) => q.bind(v),
             };
         }
         Ok(q.fetch_all(&mut ctx.conn).await?)

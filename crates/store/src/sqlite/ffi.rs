@@ -253,6 +253,8 @@ unsafe fn run(
                 Cell::Text(None) | Cell::Int(None) | Cell::Bool(None) => {
                     ffi::sqlite3_bind_null(s, i)
                 }
+                // SQLite has no arrays; `bulk::Rows` never makes them here.
+                Cell::Texts(_) | Cell::Ints(_) | Cell::Bools(_) => ffi::SQLITE_MISMATCH,
             }
         };
         if rc != ffi::SQLITE_OK {

@@ -81,6 +81,10 @@ mod dialect {
     pub(crate) const BY_CLAIM_INDEX: &str = " INDEXED BY tasks_claim";
     /// SQLite has no `INSERT`/`UPDATE` inside `WITH`.
     pub(crate) const WRITES_IN_WITH: bool = false;
+    /// A statement's rows are bound cell by cell, as `VALUES` padded to a
+    /// power of two (`ops/bulk.rs`): SQLite has no arrays.
+    pub(crate) const ROWS_AS_ARRAYS: bool = false;
+
     /// The conflict clause of the writer's set-based writes. With SQLite's
     /// default (`ABORT`) a statement that writes many rows keeps a
     /// statement journal so it can undo itself alone; 4 % of the writer's
