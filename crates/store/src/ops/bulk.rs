@@ -7,13 +7,12 @@
 //! `MATERIALIZED`: both databases then scan the rows once, as the outer side
 //! of a join probing the target table's primary key.
 //!
-//! On SQLite, row counts are padded up to a power of two with rows of NULLs
-//! (which match no key and are filtered out of inserts), so a statement
-//! takes one of a few shapes and stays in the connection's prepared-statement
-//! cache.
+//! Row counts are padded up to a power of two with rows of NULLs (which
+//! match no key and are filtered out of inserts), so a statement takes one
+//! of a few shapes and stays in the connection's prepared-statement cache.
 //!
-//! On PostgreSQL the rows travel as one array per column instead, read back
-//! as `MATERIALIZED (SELECT * FROM unnest($1::text[], $2::int8[], …))`: the
+//! On PostgreSQL two rows or more travel as one array per column instead,
+//! read back as `MATERIALIZED (SELECT * FROM unnest($1::text[], …))`: the
 //! statement's text no longer depends on how many rows it carries, and it
 //! has a handful of parameters rather than one per cell. With a parameter
 //! per cell, every execution re-planned a `VALUES` list of hundreds of
@@ -116,14 +115,17 @@ impl Rows {
         self.cells.is_empty()
     }
 
-    /// Rows the statement's text has room for: padded on SQLite; with
-    /// arrays, the text holds no rows.
+    /// Whether the rows travel as arrays. A single row stays one `VALUES`
+    /// row: it is the whole of an idle queue's create, and the arrays cost
+    /// it more than they saved (performance.md, finding 58).
+    fn as_arrays(&self) -> bool {
+        dialect::ROWS_AS_ARRAYS && self.len() > 1
+    }
+
+    /// Rows the statement's text has room for: padded to a power of two
+    /// unless they travel as arrays.
     fn padded(&self) -> usize {
-        if dialect::ROWS_AS_ARRAYS {
-            self.len()
-        } else {
-            self.len().max(1).next_power_of_two()
-        }
+        self.len().max(1).next_power_of_two()
     }
 
     /// `WITH v(cols) AS MATERIALIZED (VALUES …)`, which opens the
@@ -141,7 +143,7 @@ impl Rows {
     /// in the text.
     pub(crate) fn cte(&self, name: &str, p: &mut Placeholders) -> String {
         use std::fmt::Write;
-        if dialect::ROWS_AS_ARRAYS {
+        if self.as_arrays() {
             let mut sql = format!("{name}(");
             let mut arrays = String::new();
             for (i, (col, kind)) in self.cols.iter().enumerate() {
@@ -197,7 +199,7 @@ impl Rows {
     /// The statement's first arguments: every cell, then the padding; or,
     /// with arrays, one array per column.
     pub(crate) fn into_args(self) -> Vec<Cell> {
-        if dialect::ROWS_AS_ARRAYS {
+        if self.as_arrays() {
             return self.columns();
         }
         let pad = self.padded() - self.len();
@@ -333,5 +335,13 @@ mod tests {
             ]
         );
         assert_eq!(ns, &[Some(0), Some(1), Some(2), None]);
+
+        // One row stays a row.
+        let mut one = Rows::new(COLS);
+        one.push([Cell::from("t"), Cell::from(7)]);
+        let (sql, mut rest) = one.with_clause();
+        assert_eq!(sql, "WITH v(v_id, v_n) AS MATERIALIZED (VALUES ($1, $2))");
+        assert_eq!(rest.next(), "$3");
+        assert_eq!(one.into_args().len(), 2);
     }
 }
