@@ -122,7 +122,11 @@ async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(C
         "--data-dir",
     ])
     .arg(dir)
-    .stdin(Stdio::null())
+    .arg("--exit-on-stdin-close")
+    // The pipe's write end lives in the `Child` (never taken): when this
+    // process ends, even by SIGKILL, the server reads end-of-file and stops
+    // instead of running on as an orphan.
+    .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit())
     .kill_on_drop(true);

@@ -35,6 +35,12 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. `info` or `aruntime_server=debug`.
     #[arg(long, env = "ARUNTIME_LOG", default_value = "info")]
     log: String,
+    /// Stop (as on SIGTERM) when standard input reaches end-of-file. A
+    /// supervisor that holds the other end of a pipe then takes the server
+    /// down with it even when it is killed outright, which no signal
+    /// handler of its own can do; `aruntime bench` starts its servers so.
+    #[arg(long)]
+    exit_on_stdin_close: bool,
 }
 
 pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -65,9 +71,42 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
+    let stdin_closed = a
+        .exit_on_stdin_close
+        .then(stdin_closed)
+        .transpose()
+        .context("watching standard input (--exit-on-stdin-close)")?;
     // Printed on stdout, alone on its line, so scripts can read the port.
     println!("aruntime listening on http://{}", server.addr);
-    server.run(shutdown_signal()).await?;
+    server
+        .run(async move {
+            match stdin_closed {
+                None => shutdown_signal().await,
+                Some(closed) => tokio::select! {
+                    () = shutdown_signal() => {}
+                    _ = closed => eprintln!("aruntime: standard input closed; stopping"),
+                },
+            }
+        })
+        .await?;
     eprintln!("aruntime: stopped");
     Ok(())
+}
+
+/// Resolves when standard input reaches end-of-file (or fails to read).
+///
+/// Read on a plain thread, not tokio's `stdin`: that one reads on a
+/// blocking task, which the runtime waits for at exit, so a server stopped
+/// by a signal while its input is still open would never exit.
+fn stdin_closed() -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("aruntime-stdin".into())
+        .spawn(move || {
+            let mut sink = [0u8; 512];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(1..) = std::io::Read::read(&mut stdin, &mut sink) {}
+            let _ = tx.send(());
+        })?;
+    Ok(rx)
 }

@@ -2,13 +2,16 @@
 //! it runs each target it is given, reports every throughput beside its
 //! baseline with the CPU each side spent, and prints the same as a table.
 //! No figure is compared with a threshold: speed is measured, not tested.
+//! And that a bench killed outright leaves no server behind.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{command, stdout_of_success};
+use support::{
+    KillOnDrop, Proc, children, cmdline, command, pid_alive, stdout_of_success, wait_for,
+};
 
 const RUN: Duration = Duration::from_secs(180);
 
@@ -136,4 +139,43 @@ fn scale_measures_both_store_sizes_with_every_probe() {
     // Both stores' data directories go when the run ends.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_bench_killed_outright_leaves_no_server_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(&[
+        "bench",
+        "--target",
+        "sqlite",
+        "--workload",
+        "latency",
+        // Far more than the test lets it run: it is killed mid-workload.
+        "--samples",
+        "10000000",
+        "--baseline-secs",
+        "0.2",
+        "--dir",
+    ]);
+    cmd.arg(dir.path());
+    let mut bench = Proc::spawn(cmd);
+    // Once the workload runs, its server has printed its address: a server
+    // killed with the bench before that would die of the closed pipe when
+    // it printed, and show nothing.
+    wait_for("the latency workload to start", RUN, || {
+        bench.stderr().contains("Latency").then_some(())
+    });
+    let server = wait_for("the bench's server", RUN, || {
+        children(bench.pid())
+            .into_iter()
+            .find(|p| cmdline(*p).contains(" serve "))
+    });
+    // Should the server outlive the assertion below, it is killed anyway.
+    let mut guard = KillOnDrop::default();
+    guard.add(server, " serve ");
+
+    bench.kill9();
+    wait_for("the orphaned server to exit", RUN, || {
+        (!pid_alive(server)).then_some(())
+    });
 }

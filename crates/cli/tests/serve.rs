@@ -1,6 +1,6 @@
 //! `aruntime serve` as a process: the address it prints, the admin token
-//! file, SIGTERM with a long-poll in flight, a refused `--database`, and
-//! `--help`.
+//! file, SIGTERM with a long-poll in flight, stopping when its standard
+//! input closes, a refused `--database`, and `--help`.
 
 mod support;
 
@@ -39,6 +39,37 @@ fn listen_port_zero_prints_the_bound_address_and_healthz_answers() {
         srv.proc.stdout_lines(),
         vec![format!("aruntime listening on http://{}", srv.addr)],
         "stdout must hold exactly the address line"
+    );
+}
+
+#[test]
+fn exit_on_stdin_close_stops_the_server_when_its_input_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+    cmd.arg(dir.path()).arg("--exit-on-stdin-close");
+    let (mut proc, stdin) = Proc::spawn_with_stdin(cmd);
+    let line = proc
+        .first_line(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no address line; stderr:\n{}", proc.stderr()));
+    let addr = support::parse_listening(&line);
+
+    // Input that is not end-of-file changes nothing.
+    let mut stdin = stdin;
+    stdin.write_all(b"ignored\n").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(http(addr, "GET", "/healthz", None, None).status, 200);
+    assert!(proc.wait_timeout(Duration::ZERO).is_none(), "exited early");
+
+    drop(stdin);
+    let status = proc
+        .wait_timeout(EXIT_DEADLINE)
+        .unwrap_or_else(|| panic!("still running after its input closed"));
+    assert!(status.success(), "exit status {status:?}");
+    proc.drain_output(Duration::from_secs(5));
+    assert!(
+        proc.stderr().contains("standard input closed"),
+        "stderr:\n{}",
+        proc.stderr()
     );
 }
 

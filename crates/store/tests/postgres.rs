@@ -1,7 +1,8 @@
 //! What only the PostgreSQL backend has to show: claims stay an index walk
 //! however many finished tasks the table holds, lookups by id stay primary
-//! key probes as the table grows (the store keeps statistics fresh), and
-//! nodes starting together migrate once.
+//! key probes as the table grows (the store keeps statistics fresh),
+//! nodes starting together migrate once, and a dropped store lets go of
+//! every connection it opened.
 
 use aruntime_api::NewTask;
 use aruntime_core::{Clock, MockClock};
@@ -228,4 +229,57 @@ async fn stale_statistics_are_refreshed_so_lookups_by_id_use_the_primary_key() {
         !again.contains(&"tasks".to_owned()),
         "fresh statistics are left alone: {again:?}"
     );
+}
+
+/// The other sessions on the test's database: `(pid, query)`.
+async fn other_sessions(conn: &mut sqlx::PgConnection) -> Vec<(i32, String)> {
+    sqlx::query_as(
+        "SELECT pid, coalesce(query, '') FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// Polls `sessions` until `done` holds, for at most 30 s.
+async fn sessions_until(
+    conn: &mut sqlx::PgConnection,
+    what: &str,
+    done: impl Fn(&[(i32, String)]) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = other_sessions(conn).await;
+        if done(&s) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; sessions: {s:?}"
+        );
+        // A poll interval, not a synchronisation: the condition is re-checked.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_closes_its_connections_listener_included() {
+    let Some((db, store, clock)) = opened().await else {
+        return;
+    };
+    create_ready(&store, 3, &clock).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sessions_until(&mut conn, "the listener", |s| {
+        s.iter().any(|(_, q)| q.starts_with("LISTEN"))
+    })
+    .await;
+
+    drop(store);
+    sessions_until(
+        &mut conn,
+        "every session of the store to end",
+        <[_]>::is_empty,
+    )
+    .await;
 }

@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,9 +54,20 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stdout and stderr piped.
     pub fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        Proc::spawn_piped(cmd)
+    }
+
+    /// Spawns `cmd` with stdin piped too, and hands back the writing end.
+    pub fn spawn_with_stdin(mut cmd: Command) -> (Proc, ChildStdin) {
+        cmd.stdin(Stdio::piped());
+        let mut p = Proc::spawn_piped(cmd);
+        let stdin = p.child.stdin.take().expect("stdin piped");
+        (p, stdin)
+    }
+
+    fn spawn_piped(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn aruntime");
         let out = child.stdout.take().expect("stdout piped");
         let err = child.stderr.take().expect("stderr piped");
@@ -496,4 +507,22 @@ pub fn api(server: &Server, method: &str, path: &str, body: Option<&Value>) -> V
         String::from_utf8_lossy(&r.body)
     );
     r.json()
+}
+
+/// The pids of `pid`'s children, from every thread's
+/// `/proc/PID/task/TID/children` (a child belongs to the thread that
+/// spawned it).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }

@@ -318,13 +318,16 @@ pub struct PgStore {
     writer: Writer,
     read: Pool,
     wakeups: Arc<Wakeups>,
-    /// The task keeping planner statistics current ([`stats`]), if any.
-    stats: Option<tokio::task::AbortHandle>,
+    /// The store's background tasks: the listener for other nodes'
+    /// wake-ups and, if configured, the one keeping planner statistics
+    /// current ([`stats`]). Each holds a clone of `read`, so the pool would
+    /// never close and the listener's connection would outlive the store.
+    background: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        if let Some(task) = &self.stats {
+        for task in &self.background {
             task.abort();
         }
     }
@@ -354,16 +357,20 @@ impl PgStore {
             .connect_with(opts.clone())
             .await?;
         let wakeups = Arc::new(Wakeups::default());
-        tokio::spawn(listen(read.clone(), wakeups.clone()));
         stats::warn_if_autovacuum_off(&read).await?;
         let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer::spawn(opts, wakeups.clone(), cfg.max_batch, commits.clone()).await?;
+        let mut background =
+            vec![tokio::spawn(listen(read.clone(), wakeups.clone())).abort_handle()];
+        if let Some(every) = cfg.statistics_every {
+            let keeper = stats::keep_fresh(read.clone(), commits, every);
+            background.push(tokio::spawn(keeper).abort_handle());
+        }
         Ok(PgStore {
-            writer: Writer::spawn(opts, wakeups.clone(), cfg.max_batch, commits.clone()).await?,
-            stats: cfg.statistics_every.map(|every| {
-                tokio::spawn(stats::keep_fresh(read.clone(), commits, every)).abort_handle()
-            }),
+            writer,
             read,
             wakeups,
+            background,
         })
     }
 }
