@@ -47,14 +47,13 @@ fn exit_on_stdin_close_stops_the_server_when_its_input_closes() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
     cmd.arg(dir.path()).arg("--exit-on-stdin-close");
-    let (mut proc, stdin) = Proc::spawn_with_stdin(cmd);
+    let (mut proc, mut stdin) = Proc::spawn_with_stdin(cmd);
     let line = proc
         .first_line(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no address line; stderr:\n{}", proc.stderr()));
     let addr = support::parse_listening(&line);
 
     // Input that is not end-of-file changes nothing.
-    let mut stdin = stdin;
     stdin.write_all(b"ignored\n").unwrap();
     stdin.flush().unwrap();
     assert_eq!(http(addr, "GET", "/healthz", None, None).status, 200);

@@ -9,6 +9,7 @@ use aruntime_core::{Clock, MockClock};
 use aruntime_store::Store;
 use aruntime_store::postgres::{PgConfig, PgStore};
 use sqlx::Connection;
+use std::time::{Duration, Instant};
 
 /// A store with default settings on a fresh database, bootstrapped; `None`
 /// when no PostgreSQL is at hand (the test kit says so).
@@ -18,6 +19,23 @@ async fn opened() -> Option<(aruntime_testkit::TestDb, PgStore, MockClock)> {
     let clock = MockClock::default();
     store.bootstrap("h", clock.now()).await.unwrap();
     Some((db, store, clock))
+}
+
+/// Runs `probe` every 20 ms until it returns `Ok`, for at most `timeout`;
+/// then the last `Err` it returned, which says what it saw.
+async fn poll_until<T, E>(
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = probe().await;
+        if r.is_ok() || Instant::now() >= deadline {
+            return r;
+        }
+        // A poll interval, not a synchronisation: the condition is re-checked.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Creates `n` ready tasks through the store, one write each.
@@ -111,8 +129,7 @@ async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
     assert!(first < 0.0, "never analyzed yet: {first}");
     create_ready(&store, 200, &clock).await;
     // Bounded: the keeper looks every 100 ms while the store writes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let seen = loop {
+    let seen = poll_until(Duration::from_secs(20), async || {
         let seen: f32 = sqlx::query_scalar(tuples)
             .fetch_one(&mut conn)
             .await
@@ -120,14 +137,12 @@ async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
         // Not `>= 0`: the keeper's first look, at start, may analyze the
         // table while it is still empty (reltuples 0); the doubling to 200
         // rows brings the analyze this test waits for.
-        if seen >= 1.0 || std::time::Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        if seen >= 1.0 { Ok(seen) } else { Err(seen) }
+    })
+    .await;
     assert!(
-        seen >= 1.0,
-        "the store analyzed its tasks table: reltuples {seen}"
+        seen.is_ok(),
+        "the store analyzed its tasks table: reltuples {seen:?}"
     );
 }
 
@@ -242,24 +257,20 @@ async fn other_sessions(conn: &mut sqlx::PgConnection) -> Vec<(i32, String)> {
     .unwrap()
 }
 
-/// Polls `sessions` until `done` holds, for at most 30 s.
+/// Polls the other sessions until `done` holds; panics naming `what`
+/// after 30 s.
 async fn sessions_until(
     conn: &mut sqlx::PgConnection,
     what: &str,
     done: impl Fn(&[(i32, String)]) -> bool,
 ) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    let r = poll_until(Duration::from_secs(30), async || {
         let s = other_sessions(conn).await;
-        if done(&s) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; sessions: {s:?}"
-        );
-        // A poll interval, not a synchronisation: the condition is re-checked.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if done(&s) { Ok(()) } else { Err(s) }
+    })
+    .await;
+    if let Err(s) = r {
+        panic!("timed out waiting for {what}; sessions: {s:?}");
     }
 }
 
