@@ -276,6 +276,15 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
     for &t in &a.target {
         Target::check(t, a.pg_url.as_deref())?;
     }
+    if let Some(url) = a
+        .pg_url
+        .as_deref()
+        .filter(|_| a.target.iter().any(|t| t.is_pg()))
+    {
+        for name in target::drop_orphaned_databases(url).await? {
+            eprintln!("dropped database {name}, left behind by a bench that was killed");
+        }
+    }
     let quiet = false;
     let mut report = Report {
         tasks: a.tasks,

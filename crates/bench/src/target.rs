@@ -44,7 +44,7 @@ impl TargetKind {
         }
     }
 
-    fn is_pg(self) -> bool {
+    pub(crate) fn is_pg(self) -> bool {
         matches!(self, TargetKind::Pg1 | TargetKind::Pg2)
     }
 }
@@ -85,6 +85,104 @@ fn with_database(url: &str, db: &str) -> String {
         Some(q) => format!("{root}/{db}?{q}"),
         None => format!("{root}/{db}"),
     }
+}
+
+/// Who created a bench database: the host (a hash of its name) and the
+/// process. A bench drops its database when it stops, but one killed
+/// outright cannot; the next bench on the same host finds the database by
+/// its name, sees that its process is gone, and drops it
+/// ([`drop_orphaned_databases`]). The host is part of the name because a
+/// PostgreSQL server may serve benches on several machines, whose process
+/// ids mean nothing here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    host: u32,
+    pid: u32,
+}
+
+const BENCH_DB_PREFIX: &str = "aruntime_bench_";
+
+impl Owner {
+    fn me() -> Owner {
+        Owner {
+            host: host_hash(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// `aruntime_bench_<host>_<pid>_<random>`: 40 characters at most,
+    /// within PostgreSQL's 63.
+    fn database_name(self) -> String {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!(
+            "{BENCH_DB_PREFIX}{:08x}_{}_{}",
+            self.host,
+            self.pid,
+            &random[..8]
+        )
+    }
+
+    /// The owner a database name records; `None` for any other name,
+    /// including those of benches older than this scheme.
+    fn of_database(name: &str) -> Option<Owner> {
+        let mut parts = name.strip_prefix(BENCH_DB_PREFIX)?.split('_');
+        let (host, pid, random) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || host.len() != 8 || random.len() != 8 {
+            return None;
+        }
+        Some(Owner {
+            host: u32::from_str_radix(host, 16).ok()?,
+            pid: pid.parse().ok()?,
+        })
+    }
+}
+
+/// FNV-1a of the kernel's host name: stable across runs and builds, which
+/// `std`'s hasher does not promise. 0 where the name cannot be read.
+fn host_hash() -> u32 {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    name.trim().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Whether process `pid` still runs on this host.
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Drops the databases that benches on this host created and did not drop
+/// because they were killed: those whose process is gone. Returns their
+/// names. Does nothing where `/proc` cannot tell which processes run.
+pub(crate) async fn drop_orphaned_databases(admin_url: &str) -> Result<Vec<String>> {
+    if !Path::new("/proc/self").exists() {
+        return Ok(vec![]);
+    }
+    let me = Owner::me();
+    let mut c = sqlx::PgConnection::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+    )
+    .bind(BENCH_DB_PREFIX)
+    .fetch_all(&mut c)
+    .await?;
+    let mut dropped = vec![];
+    for name in names {
+        let orphaned = Owner::of_database(&name)
+            .is_some_and(|o| o.host == me.host && o.pid != me.pid && !process_alive(o.pid));
+        if orphaned {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut c)
+            .await
+            .with_context(|| format!("dropping {name}, left by a killed bench"))?;
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
 }
 
 /// Single-row insert transactions per second on `c` over `run`.
@@ -171,11 +269,7 @@ impl Target {
             let admin_url = pg_url
                 .ok_or_else(|| anyhow!("{kind:?} needs --pg-url (or ARUNTIME_BENCH_PG_URL)"))?
                 .to_owned();
-            let name = format!(
-                "aruntime_bench_{}_{}",
-                std::process::id(),
-                uuid::Uuid::new_v4().simple()
-            );
+            let name = Owner::me().database_name();
             let mut c = sqlx::PgConnection::connect(&admin_url)
                 .await
                 .context("connecting to PostgreSQL")?;
@@ -380,6 +474,28 @@ impl Target {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_database_name_records_its_owner() {
+        use super::Owner;
+        let me = Owner {
+            host: 0xdead_beef,
+            pid: 4_194_304,
+        };
+        let name = me.database_name();
+        assert!(name.len() <= 63, "{name}");
+        assert_eq!(Owner::of_database(&name), Some(me));
+        // Names of older benches (pid and a whole uuid) and of anything
+        // else are never taken for a bench's.
+        for other in [
+            "aruntime_bench_1234_0123456789abcdef0123456789abcdef",
+            "aruntime_bench_deadbeef_12_abcdefgh_x",
+            "aruntime_t_1_2",
+            "postgres",
+        ] {
+            assert_eq!(Owner::of_database(other), None, "{other}");
+        }
+    }
+
     #[test]
     fn database_name_is_replaced() {
         use super::with_database as w;

@@ -2,7 +2,8 @@
 //! it runs each target it is given, reports every throughput beside its
 //! baseline with the CPU each side spent, and prints the same as a table.
 //! No figure is compared with a threshold: speed is measured, not tested.
-//! And that a bench killed outright leaves no server behind.
+//! And that a bench killed outright leaves no server behind, and that the
+//! PostgreSQL database it could not drop is dropped by the next bench.
 
 mod support;
 
@@ -178,4 +179,60 @@ fn a_bench_killed_outright_leaves_no_server_running() {
     wait_for("the orphaned server to exit", RUN, || {
         (!pid_alive(server)).then_some(())
     });
+}
+
+/// The bench databases of process `pid` on the server at `admin`.
+async fn databases_of(admin: &str, pid: u32) -> Vec<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("aruntime\\_bench\\_%\\_{pid}\\_%"))
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+}
+
+fn pg_bench(admin: &str, dir: &std::path::Path, samples: &str) -> std::process::Command {
+    let mut cmd = command(&[
+        "bench",
+        "--target",
+        "pg1",
+        "--workload",
+        "latency",
+        "--samples",
+        samples,
+        "--baseline-secs",
+        "0.2",
+        "--pg-url",
+        admin,
+        "--dir",
+    ]);
+    cmd.arg(dir);
+    cmd
+}
+
+#[tokio::test]
+async fn the_next_bench_drops_the_database_a_killed_bench_left() {
+    let Some(admin) = aruntime_testkit::server_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Far more samples than the test lets it take: it is killed mid-workload.
+    let mut killed = Proc::spawn(pg_bench(&admin, dir.path(), "10000000"));
+    wait_for("the latency workload to start", RUN, || {
+        killed.stderr().contains("Latency").then_some(())
+    });
+    let mut guard = KillOnDrop::default();
+    for server in children(killed.pid()) {
+        guard.add(server, " serve ");
+    }
+    let pid = killed.pid();
+    killed.kill9();
+    let left = databases_of(&admin, pid).await;
+    assert_eq!(left.len(), 1, "the killed bench's database: {left:?}");
+
+    let out = stdout_of_success(pg_bench(&admin, dir.path(), "3"), RUN);
+    assert!(!out.is_empty());
+    let still = databases_of(&admin, pid).await;
+    assert!(still.is_empty(), "left after the next bench: {still:?}");
 }
