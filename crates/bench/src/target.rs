@@ -173,16 +173,24 @@ pub(crate) async fn drop_orphaned_databases(admin_url: &str) -> Result<Vec<Strin
         let orphaned = Owner::of_database(&name)
             .is_some_and(|o| o.host == me.host && o.pid != me.pid && !process_alive(o.pid));
         if orphaned {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await
-            .with_context(|| format!("dropping {name}, left by a killed bench"))?;
+            drop_database(&mut c, &name)
+                .await
+                .with_context(|| format!("dropping {name}, left by a killed bench"))?;
             dropped.push(name);
         }
     }
     Ok(dropped)
+}
+
+/// Drops a bench database, with whatever sessions a dead bench's servers
+/// may still hold on it.
+async fn drop_database(c: &mut sqlx::PgConnection, name: &str) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(c)
+    .await?;
+    Ok(())
 }
 
 /// Single-row insert transactions per second on `c` over `run`.
@@ -454,11 +462,7 @@ impl Target {
         } = &self.db
         {
             let mut c = sqlx::PgConnection::connect(admin_url).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await?;
+            drop_database(&mut c, name).await?;
         }
         Ok(())
     }
