@@ -447,16 +447,35 @@ fn packet(
 
 pub(crate) async fn event_list(pool: &Pool, tenant: &str, q: &EventQuery) -> Result<EventPage> {
     let limit = page_size(q.limit, 100);
-    let rows = sqlx::query(
-        "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 AND ($3 IS NULL OR task_id = $3) \
-         ORDER BY seq LIMIT $4",
-    )
-    .bind(tenant)
-    .bind(q.after)
-    .bind(q.task.map(|t| t.to_string()))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
+    // Two statements, not one with `($3 IS NULL OR task_id = $3)`: a
+    // statement prepared once cannot know which half holds, so SQLite
+    // planned that one on the primary key alone and a task's few events
+    // were found by reading the tenant's whole log after `after`. With
+    // the task named, `events_task` leads straight to them.
+    let rows = match q.task {
+        Some(task) => {
+            sqlx::query(
+                "SELECT * FROM events WHERE tenant_id = $1 AND task_id = $2 AND seq > $3 \
+                 ORDER BY seq LIMIT $4",
+            )
+            .bind(tenant)
+            .bind(task.to_string())
+            .bind(q.after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(q.after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        }
+    };
     let events = rows.iter().map(rows::event).collect::<Result<Vec<_>>>()?;
     let next_after = events.last().map_or(q.after, |e| e.seq);
     Ok(EventPage { events, next_after })
