@@ -127,16 +127,22 @@ async fn a_table_filled_by_the_stores_writes_is_analyzed_by_the_store() {
         .await
         .unwrap();
     assert!(first < 0.0, "never analyzed yet: {first}");
-    create_ready(&store, 200, &clock).await;
+    // 1,000 rows: the keeper's first look may come while the first insert
+    // is in flight and analyze one page holding no committed row
+    // (reltuples 0, relpages 1); from there only more than 10 pages is
+    // growth enough for another. 200 rows (a couple of hundred bytes each)
+    // were not, and the test failed whenever the look won that race
+    // (seen once in `.ci/run`, reltuples 0 after 20 s).
+    create_ready(&store, 1000, &clock).await;
     // Bounded: the keeper looks every 100 ms while the store writes.
     let seen = poll_until(Duration::from_secs(20), async || {
         let seen: f32 = sqlx::query_scalar(tuples)
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        // Not `>= 0`: the keeper's first look, at start, may analyze the
-        // table while it is still empty (reltuples 0); the doubling to 200
-        // rows brings the analyze this test waits for.
+        // Not `>= 0`: the keeper's first look may analyze the table while
+        // it is still empty (reltuples 0); the growth after it brings the
+        // analyze this test waits for.
         if seen >= 1.0 { Ok(seen) } else { Err(seen) }
     })
     .await;
