@@ -105,11 +105,16 @@ impl Harness {
     }
 
     async fn events(&self, tenant: &str) -> Vec<aruntime_core::Event> {
-        let mut all = vec![];
-        let mut q = EventQuery {
+        let q = EventQuery {
             limit: Some(500),
             ..Default::default()
         };
+        self.events_paged(tenant, q).await
+    }
+
+    /// Every event `q` selects, page after page from `q.after`.
+    async fn events_paged(&self, tenant: &str, mut q: EventQuery) -> Vec<aruntime_core::Event> {
+        let mut all = vec![];
         loop {
             let page = self.store.event_list(tenant, &q).await.unwrap();
             if page.events.is_empty() {
@@ -1194,21 +1199,14 @@ async fn a_tasks_events_page_through_its_own_part_of_the_log(h: &Harness) {
             .map(|e| e.seq)
             .collect();
         assert!(want.len() >= 3, "{id}: {want:?}");
-        let mut got = vec![];
-        let mut q = EventQuery {
+        let q = EventQuery {
             task: Some(id),
             limit: Some(1),
             ..Default::default()
         };
-        loop {
-            let page = h.store.event_list("default", &q).await.unwrap();
-            if page.events.is_empty() {
-                break;
-            }
-            assert!(page.events.iter().all(|e| e.task_id == Some(id)));
-            got.extend(page.events.iter().map(|e| e.seq));
-            q.after = page.next_after;
-        }
+        let page = h.events_paged("default", q).await;
+        assert!(page.iter().all(|e| e.task_id == Some(id)));
+        let got: Vec<i64> = page.iter().map(|e| e.seq).collect();
         assert_eq!(got, want, "{id}");
     }
 }

@@ -452,30 +452,23 @@ pub(crate) async fn event_list(pool: &Pool, tenant: &str, q: &EventQuery) -> Res
     // planned that one on the primary key alone and a task's few events
     // were found by reading the tenant's whole log after `after`. With
     // the task named, `events_task` leads straight to them.
-    let rows = match q.task {
-        Some(task) => {
-            sqlx::query(
-                "SELECT * FROM events WHERE tenant_id = $1 AND task_id = $2 AND seq > $3 \
-                 ORDER BY seq LIMIT $4",
-            )
-            .bind(tenant)
-            .bind(task.to_string())
-            .bind(q.after)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
+    // The task, when named, is bound last, so both statements share the
+    // rest of their parameters.
+    let sql = match q.task {
+        Some(_) => {
+            "SELECT * FROM events WHERE tenant_id = $1 AND task_id = $4 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
         }
-        None => {
-            sqlx::query(
-                "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(tenant)
-            .bind(q.after)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
-        }
+        None => "SELECT * FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     };
+    let mut query = sqlx::query(sql)
+        .bind(tenant)
+        .bind(q.after)
+        .bind(i64::from(limit));
+    if let Some(task) = q.task {
+        query = query.bind(task.to_string());
+    }
+    let rows = query.fetch_all(pool).await?;
     let events = rows.iter().map(rows::event).collect::<Result<Vec<_>>>()?;
     let next_after = events.last().map_or(q.after, |e| e.seq);
     Ok(EventPage { events, next_after })
