@@ -10,6 +10,11 @@
 //! how busy the cores were, say which limit a run met: the cores divided by
 //! the CPU per task is the most this machine could do at that cost.
 //!
+//! The store's writer thread (`aruntime-writer`) is counted on its own as
+//! well: SQLite's writes all run on that one thread, so a run can be bound
+//! by it while the cores sit partly idle (performance.md, finding 61), and
+//! the machine's figures alone would not show it.
+//!
 //! Linux only; elsewhere nothing is read and the report leaves it out.
 
 use serde::Serialize;
@@ -29,7 +34,12 @@ pub(crate) struct Mark {
     servers: u64,
     /// User plus system ticks of this process.
     bench: u64,
+    /// User plus system ticks of the servers' writer threads.
+    writer: u64,
 }
+
+/// The name the store gives its writer thread.
+const WRITER_THREAD: &str = "aruntime-writer";
 
 /// What a run used, per task it completed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -44,6 +54,12 @@ pub struct CpuUse {
     /// CPU time of the bench process (the clients), µs per task; zero when
     /// the store is embedded, where it is the server.
     pub bench_us_per_task: f64,
+    /// CPU time of the servers' writer threads, µs per task: the one
+    /// thread every write of a SQLite store runs on.
+    pub writer_us_per_task: f64,
+    /// How much of one core the writer threads used during the run, 0 to
+    /// 1 per server: near 1, the writer is the bound, whatever the cores.
+    pub writer_busy_share: f64,
     /// Share of all cores busy during the run, 0 to 1.
     pub busy_share: f64,
     /// `cores` divided by the machine's CPU per task: the tasks/s the
@@ -57,12 +73,12 @@ pub(crate) fn mark(servers: &[u32]) -> Option<Mark> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let (machine_busy, cores) = machine(&stat)?;
     let own = process_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
-    let servers = if servers.is_empty() {
-        own
+    let (servers, writer) = if servers.is_empty() {
+        (own, writer_ticks("self"))
     } else {
-        servers.iter().try_fold(0, |sum, pid| {
+        servers.iter().try_fold((0, 0), |(sum, w), pid| {
             let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            Some(sum + process_ticks(&s)?)
+            Some((sum + process_ticks(&s)?, w + writer_ticks(&pid.to_string())))
         })?
     };
     Some(Mark {
@@ -70,7 +86,27 @@ pub(crate) fn mark(servers: &[u32]) -> Option<Mark> {
         cores,
         servers,
         bench: own,
+        writer,
     })
+}
+
+/// User plus system ticks of process `pid`'s writer threads (0 if it has
+/// none: a thread that cannot be read is left out, not an error).
+fn writer_ticks(pid: &str) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    threads
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| thread_name(stat) == Some(WRITER_THREAD))
+        .filter_map(|stat| process_ticks(&stat))
+        .sum()
+}
+
+/// The command name of a `/proc/PID/task/TID/stat` line (field 2).
+fn thread_name(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
 }
 
 impl Mark {
@@ -87,11 +123,18 @@ impl Mark {
             per_task(end.bench.saturating_sub(self.bench))
         };
         let busy = busy_ticks as f64 / TICKS_PER_S;
+        let writer_ticks = end.writer.saturating_sub(self.writer);
         CpuUse {
             cores: end.cores,
             machine_us_per_task: machine,
             server_us_per_task: per_task(end.servers.saturating_sub(self.servers)),
             bench_us_per_task: bench,
+            writer_us_per_task: per_task(writer_ticks),
+            writer_busy_share: if secs > 0.0 {
+                writer_ticks as f64 / TICKS_PER_S / secs
+            } else {
+                0.0
+            },
             busy_share: if secs > 0.0 {
                 (busy / (secs * f64::from(end.cores))).min(1.0)
             } else {
@@ -153,23 +196,56 @@ mod tests {
     }
 
     #[test]
+    fn a_threads_name_is_read_between_the_outer_parentheses() {
+        let stat = "77 (aruntime-writer) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0";
+        assert_eq!(thread_name(stat), Some("aruntime-writer"));
+        assert_eq!(thread_name("78 (a (b)) R 1"), Some("a (b)"));
+    }
+
+    #[test]
+    fn this_process_writer_thread_is_found_by_name() {
+        // The thread works until its own ticks show up under its name (a
+        // tick is 10 ms of CPU), or gives up after a few seconds.
+        let t = std::thread::Builder::new()
+            .name(WRITER_THREAD.into())
+            .spawn(|| {
+                let start = std::time::Instant::now();
+                while start.elapsed().as_secs() < 5 {
+                    if writer_ticks("self") > 0 {
+                        return true;
+                    }
+                }
+                false
+            });
+        let found = t.map(|t| t.join().unwrap_or(false));
+        assert!(
+            matches!(found, Ok(true)),
+            "the writer thread's ticks were never counted"
+        );
+    }
+
+    #[test]
     fn use_is_per_task_and_bounded_by_the_cores() {
         let a = Mark {
             machine_busy: 1_000,
             cores: 2,
             servers: 100,
             bench: 50,
+            writer: 10,
         };
         let b = Mark {
             machine_busy: 1_180, // 1.8 s busy of 2 s × 2 cores
             cores: 2,
             servers: 200, // 1 s
             bench: 90,    // 0.4 s
+            writer: 70,   // 0.6 s
         };
         let u = a.until(&b, 1.0, 10_000, false);
         assert_eq!(u.machine_us_per_task, 180.0);
         assert_eq!(u.server_us_per_task, 100.0);
         assert_eq!(u.bench_us_per_task, 40.0);
+        assert_eq!(u.writer_us_per_task, 60.0);
+        assert_eq!(u.writer_busy_share, 0.6);
         assert_eq!(u.busy_share, 0.9);
         assert!((u.cpu_bound_tasks_per_s - 2e6 / 180.0).abs() < 1e-6);
         assert_eq!(a.until(&b, 1.0, 10_000, true).bench_us_per_task, 0.0);

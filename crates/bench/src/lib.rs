@@ -222,7 +222,7 @@ fn print_target(r: &TargetReport) {
             lats.join(", "),
             row.rss_mib
         );
-        let cpu = row.measured.cpu.as_ref().map(cpu_note);
+        let cpu = row.measured.cpu.as_ref().map(cpu_notes).unwrap_or_default();
         for note in row.measured.notes.iter().chain(&cpu) {
             println!("  {:<13} {:>12} {:>8}   {note}", "", "", "");
         }
@@ -230,8 +230,9 @@ fn print_target(r: &TargetReport) {
 }
 
 /// CPU per task in words: what each side took, how busy the cores were,
-/// and the most the machine could do at that cost.
-fn cpu_note(c: &CpuUse) -> String {
+/// and the most the machine could do at that cost; then the writer
+/// thread's share, if it was seen.
+fn cpu_notes(c: &CpuUse) -> Vec<String> {
     let sides = if c.bench_us_per_task > 0.0 {
         format!(
             "server {:.0}, bench clients {:.0}, rest {:.0}",
@@ -246,13 +247,22 @@ fn cpu_note(c: &CpuUse) -> String {
             (c.machine_us_per_task - c.server_us_per_task).max(0.0)
         )
     };
-    format!(
+    let mut notes = vec![format!(
         "CPU {:.0} µs per task ({sides}); {} cores {:.0} % busy; at this cost the cores allow {:.0} tasks/s",
         c.machine_us_per_task,
         c.cores,
         c.busy_share * 100.0,
         c.cpu_bound_tasks_per_s
-    )
+    )];
+    if c.writer_us_per_task > 0.0 {
+        notes.push(format!(
+            "of which the writer thread {:.0} µs per task, {:.0} % of one core; at this cost it allows {:.0} tasks/s",
+            c.writer_us_per_task,
+            c.writer_busy_share * 100.0,
+            1e6 / c.writer_us_per_task
+        ));
+    }
+    notes
 }
 
 /// Runs the benchmark and prints the report.
