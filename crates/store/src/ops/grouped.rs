@@ -22,14 +22,17 @@ use std::collections::{HashMap, HashSet};
 
 use aruntime_api::NewTask;
 use aruntime_core::{Command, Task, TaskStatus, Timestamp, transition};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::bulk::{Kind, MAX_ROWS, Rows};
 use super::dialect::{self, OR_FAIL};
 use super::leases;
 use super::rows::{self, Get, TASK_COLS, json_text, to_json};
-use super::tasks::{self, CLEAR_LEASE, EVENT_COLS, INTO_EVENTS, events, release_dependents};
+use super::tasks::{
+    self, AttemptData, CLEAR_LEASE, CreatedData, EVENT_COLS, INTO_EVENTS, LeasedData, events,
+    release_dependents,
+};
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
 
@@ -317,9 +320,13 @@ async fn create_many(
             out.push(None);
             continue;
         }
-        let data =
-            json!({"title": spec.title, "status": t.to, "parent_id": null, "depends_on": []});
-        logged.push((Some(*id), t.event, data));
+        let data = CreatedData {
+            depends_on: &[],
+            parent_id: None,
+            status: t.to,
+            title: &spec.title,
+        };
+        logged.push((Some(*id), t.event, to_json(&data)));
         if t.to == TaskStatus::Ready && !leased.contains(id) {
             ctx.wake.ready(tenant, !spec.labels.is_empty());
         }
@@ -486,9 +493,12 @@ impl Handover {
                 attempt: 1,
                 expires_at,
             });
-            let data =
-                json!({"attempt": 1, "worker": claim.params.worker, "expires_at": expires_at});
-            logged.push((Some(*id), t.event, data));
+            let data = LeasedData {
+                attempt: 1,
+                expires_at,
+                worker: &claim.params.worker,
+            };
+            logged.push((Some(*id), t.event, to_json(&data)));
             outs[plan.claim].granted.push(Claimed {
                 lease: plan.token.clone(),
                 attempt: 1,
@@ -596,7 +606,7 @@ pub(crate) async fn complete_many(
                 now.into(),
             ]);
         }
-        logged.push((i, (Some(id), t.event, json!({"attempt": n}))));
+        logged.push((i, (Some(id), t.event, to_json(&AttemptData { attempt: n }))));
         if row.col::<bool>("has_deps")? {
             released.push(id);
         }
@@ -1007,18 +1017,23 @@ pub(crate) async fn claim_many(
             }
         }
         for (i, token, task) in grants {
-            let Some(lease) = task.lease.clone() else {
+            let Some(lease) = task.lease.as_ref() else {
                 return Err(StoreError::Corrupt(format!(
                     "leased task {} has no lease",
                     task.id
                 )));
             };
-            let data = json!({"attempt": lease.attempt, "worker": lease.worker, "expires_at": lease.expires_at});
-            logged.push((Some(task.id), t.event, data));
+            let (attempt, expires_at) = (lease.attempt, lease.expires_at);
+            let data = LeasedData {
+                attempt,
+                expires_at,
+                worker: &lease.worker,
+            };
+            logged.push((Some(task.id), t.event, to_json(&data)));
             out[i].granted.push(Claimed {
                 lease: token,
-                attempt: lease.attempt,
-                expires_at: lease.expires_at,
+                attempt,
+                expires_at,
                 task,
             });
         }
