@@ -143,6 +143,7 @@ pub(crate) const EVENT_COLS: &[(&str, Kind)] = &[
 /// COMMIT, so a write that is rolled back to its savepoint takes its events
 /// with it (the writer truncates them) and a batch pays one statement per
 /// tenant for all its events instead of one or two per write.
+///
 /// `data` is serialized at once.
 pub(crate) fn event(
     ctx: &mut WriteCtx,
@@ -726,4 +727,50 @@ pub(crate) async fn decision_add(
         rationale: d.rationale,
         created_at: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The structs the hot paths log from write what the `json!` maps they
+    /// replaced wrote, byte for byte: readers of the log see no change.
+    #[test]
+    fn hot_event_data_is_written_as_the_json_maps_were() {
+        let id = Uuid::now_v7();
+        let created = CreatedData {
+            depends_on: &[],
+            parent_id: None,
+            status: TaskStatus::Ready,
+            title: "a \"quoted\" title",
+        };
+        assert_eq!(
+            to_json(&created),
+            json!({"title": "a \"quoted\" title", "status": TaskStatus::Ready, "parent_id": null, "depends_on": []}).to_string()
+        );
+        let leased = LeasedData {
+            attempt: 2,
+            expires_at: Timestamp(1_700_000_000_123),
+            worker: "w-1",
+        };
+        assert_eq!(
+            to_json(&leased),
+            json!({"attempt": 2, "worker": "w-1", "expires_at": Timestamp(1_700_000_000_123)})
+                .to_string()
+        );
+        assert_eq!(
+            to_json(&AttemptData { attempt: 3 }),
+            json!({"attempt": 3}).to_string()
+        );
+        let with_deps = CreatedData {
+            depends_on: &[id],
+            parent_id: Some(id),
+            status: TaskStatus::Backlog,
+            title: "t",
+        };
+        assert_eq!(
+            to_json(&with_deps),
+            json!({"title": "t", "status": TaskStatus::Backlog, "parent_id": id, "depends_on": [id]}).to_string()
+        );
+    }
 }
