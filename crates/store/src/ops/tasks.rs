@@ -153,12 +153,24 @@ pub(crate) fn event(
     data: impl serde::Serialize,
     now: Timestamp,
 ) {
+    record(ctx, tenant, task, kind, to_json(&data), now);
+}
+
+/// Keeps an event, its data already JSON text, for [`flush_events`].
+fn record(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    task: Option<Uuid>,
+    kind: &'static str,
+    data: String,
+    at: Timestamp,
+) {
     ctx.events.recorded.push(PendingEvent {
         tenant: tenant.to_owned(),
         task,
         kind,
-        data: to_json(&data),
-        at: now,
+        data,
+        at,
     });
 }
 
@@ -202,13 +214,7 @@ pub(crate) fn events(
     now: Timestamp,
 ) {
     for (task, kind, data) in items {
-        ctx.events.recorded.push(PendingEvent {
-            tenant: tenant.to_owned(),
-            task,
-            kind,
-            data,
-            at: now,
-        });
+        record(ctx, tenant, task, kind, data, now);
     }
 }
 
