@@ -1,9 +1,10 @@
 //! Set-based writes. Within one batch the writer runs every plain create of
-//! a tenant as one group, every claim as another and every completion as a
-//! third, each in a fixed number of statements however many writes it
-//! holds. These are the three writes every task goes through, so under load
-//! their cost per task shrinks as batches grow, instead of staying at one
-//! round trip to the database per statement.
+//! a tenant as one group, every claim as another, every checkpoint as a
+//! third and every completion as a fourth, each in a fixed number of
+//! statements however many writes it holds. These are the writes every
+//! task goes through, so under load their cost per task shrinks as batches
+//! grow, instead of staying at one round trip to the database per
+//! statement.
 //!
 //! Claims gain the most: with workers waiting, each new task wakes one of
 //! them, so claims arrive about as often as tasks do. A group serves them
@@ -27,11 +28,11 @@ use uuid::Uuid;
 
 use super::bulk::{Kind, MAX_ROWS, Rows};
 use super::dialect::{self, OR_FAIL};
-use super::leases;
+use super::leases::{self, CheckpointWrite};
 use super::rows::{self, Get, TASK_COLS, json_text, to_json};
 use super::tasks::{
-    self, AttemptData, CLEAR_LEASE, CreatedData, EVENT_COLS, INTO_EVENTS, LeasedData, events,
-    release_dependents,
+    self, AttemptData, CLEAR_LEASE, CheckpointData, CreatedData, EVENT_COLS, INTO_EVENTS,
+    LeasedData, events, release_dependents,
 };
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
@@ -52,6 +53,8 @@ pub(crate) enum Grouped {
         /// columns per task instead of 26 (performance.md, finding 36).
         whole: bool,
     },
+    /// A checkpoint under a lease.
+    Checkpoint(CheckpointWrite),
 }
 
 /// What a grouped write returns.
@@ -62,15 +65,17 @@ pub(crate) enum Answer {
     Claim(ClaimOutcome),
     /// A completion that did not ask for its task back: it is done.
     Completed,
+    /// A checkpoint written: its number and the attempt that wrote it.
+    Checkpointed { seq: i64, attempt: u32 },
 }
 
 impl Answer {
     pub(crate) fn into_task(self) -> Result<Task> {
         match self {
             Answer::Task(t) => Ok(*t),
-            Answer::Claim(_) | Answer::Completed => Err(StoreError::Corrupt(
-                "a task write answered without its task".into(),
-            )),
+            Answer::Claim(_) | Answer::Completed | Answer::Checkpointed { .. } => Err(
+                StoreError::Corrupt("a task write answered without its task".into()),
+            ),
         }
     }
 
@@ -79,8 +84,8 @@ impl Answer {
         match self {
             Answer::Task(t) => Ok(t.status),
             Answer::Completed => Ok(TaskStatus::Done),
-            Answer::Claim(_) => Err(StoreError::Corrupt(
-                "a completion answered as a claim".into(),
+            Answer::Claim(_) | Answer::Checkpointed { .. } => Err(StoreError::Corrupt(
+                "a completion answered as another write".into(),
             )),
         }
     }
@@ -88,20 +93,33 @@ impl Answer {
     pub(crate) fn into_claim(self) -> Result<ClaimOutcome> {
         match self {
             Answer::Claim(c) => Ok(c),
-            Answer::Task(_) | Answer::Completed => Err(StoreError::Corrupt(
-                "a claim answered as a task write".into(),
+            Answer::Task(_) | Answer::Completed | Answer::Checkpointed { .. } => Err(
+                StoreError::Corrupt("a claim answered as another write".into()),
+            ),
+        }
+    }
+
+    /// A checkpoint's number and attempt.
+    pub(crate) fn into_checkpointed(self) -> Result<(i64, u32)> {
+        match self {
+            Answer::Checkpointed { seq, attempt } => Ok((seq, attempt)),
+            Answer::Task(_) | Answer::Completed | Answer::Claim(_) => Err(StoreError::Corrupt(
+                "a checkpoint answered as another write".into(),
             )),
         }
     }
 }
 
 impl Grouped {
-    /// Writes of one kind share a group.
+    /// Writes of one kind share a group, and the groups of a tenant run in
+    /// this order. Checkpoints before completions: a worker that sent its
+    /// last checkpoint and its completion together sees both written.
     pub(crate) fn kind(&self) -> u8 {
         match self {
             Grouped::Create(_) => 0,
             Grouped::Claim(_) => 1,
-            Grouped::Complete { .. } => 2,
+            Grouped::Checkpoint(_) => 2,
+            Grouped::Complete { .. } => 3,
         }
     }
 
@@ -132,6 +150,7 @@ pub(crate) async fn run_many(
     Ok(match items.first().map(|p| &p.op) {
         Some(Grouped::Create(_)) => tasks(create_many(ctx, tenant, items).await?),
         Some(Grouped::Complete { .. }) => complete_many(ctx, tenant, items).await?,
+        Some(Grouped::Checkpoint(_)) => checkpoint_many(ctx, tenant, items).await?,
         Some(Grouped::Claim(_)) => claim_many(ctx, tenant, items)
             .await?
             .into_iter()
@@ -156,6 +175,10 @@ pub(crate) async fn run_one(ctx: &mut WriteCtx, tenant: String, p: Pending) -> R
         Grouped::Claim(_) => {
             let mut out = claim_many(ctx, &tenant, &[&p]).await?;
             Ok(Answer::Claim(out.pop().unwrap_or_default()))
+        }
+        Grouped::Checkpoint(cp) => {
+            let (seq, attempt) = leases::checkpoint(ctx, tenant, cp, p.now).await?;
+            Ok(Answer::Checkpointed { seq, attempt })
         }
     }
 }
@@ -635,6 +658,151 @@ pub(crate) async fn complete_many(
     Ok(out)
 }
 
+/// Writes, in a fixed number of statements for the group, every checkpoint
+/// whose lease is live and whose artifacts are all known blobs, renews
+/// those leases (a checkpoint is proof of life, like a heartbeat) and logs
+/// them. The leases and the blobs are read first, as a completion group
+/// reads its leases. Only the first checkpoint of a task in the group is
+/// tried; any other, and any that fails a check, runs alone afterwards
+/// (`leases::checkpoint`), which numbers it after this one or says why not.
+pub(crate) async fn checkpoint_many(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    items: &[&Pending],
+) -> Result<Vec<Option<Result<Answer>>>> {
+    let mut out: Vec<Option<Result<Answer>>> = items.iter().map(|_| None).collect();
+    let writes: Vec<(usize, &CheckpointWrite, Timestamp)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match &p.op {
+            Grouped::Checkpoint(cp) => Some((i, cp, p.now)),
+            Grouped::Create(_) | Grouped::Claim(_) | Grouped::Complete { .. } => None,
+        })
+        .collect();
+    if writes.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<Uuid> = writes.iter().map(|(_, cp, _)| cp.id).collect();
+    let sql = format!(
+        "SELECT id, status, lease_token, lease_expires_at, lease_attempt, checkpoint_seq \
+         FROM tasks WHERE tenant_id = $1 AND id {}{}",
+        dialect::in_list("$2"),
+        dialect::FOR_UPDATE
+    );
+    let leases = dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&ids).into()]).await?;
+    // Each running task's lease, attempt and last checkpoint number.
+    let mut held: HashMap<Uuid, (String, Timestamp, i64, i64)> =
+        HashMap::with_capacity(leases.len());
+    for row in &leases {
+        let token: Option<String> = row.col("lease_token")?;
+        let expires: Option<i64> = row.col("lease_expires_at")?;
+        let attempt: Option<i64> = row.col("lease_attempt")?;
+        if let (TaskStatus::Running, Some(token), Some(expires), Some(attempt)) =
+            (rows::status(row)?, token, expires, attempt)
+        {
+            let seq: i64 = row.col("checkpoint_seq")?;
+            held.insert(
+                rows::uuid(row, "id")?,
+                (token, Timestamp(expires), attempt, seq),
+            );
+        }
+    }
+    let mut shas: Vec<String> = writes
+        .iter()
+        .flat_map(|(_, cp, _)| cp.blobs.iter().map(|s| s.to_ascii_lowercase()))
+        .collect();
+    shas.sort_unstable();
+    shas.dedup();
+    let mut known: HashSet<String> = HashSet::with_capacity(shas.len());
+    if !shas.is_empty() {
+        let sql = format!(
+            "SELECT sha256 FROM blobs WHERE tenant_id = $1 AND sha256 {}",
+            dialect::in_list("$2")
+        );
+        for row in dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&shas).into()]).await? {
+            known.insert(row.col("sha256")?);
+        }
+    }
+    const WRITTEN: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_seq", Kind::Int),
+        ("v_attempt", Kind::Int),
+        ("v_summary", Kind::Text),
+        ("v_state", Kind::Text),
+        ("v_artifacts", Kind::Text),
+        ("v_tests", Kind::Text),
+        ("v_now", Kind::Int),
+    ];
+    const RENEWED: &[(&str, Kind)] = &[
+        ("v_id", Kind::Text),
+        ("v_seq", Kind::Int),
+        ("v_now", Kind::Int),
+    ];
+    let (mut written, mut renewed) = (Rows::new(WRITTEN), Rows::new(RENEWED));
+    let mut logged = Vec::with_capacity(writes.len());
+    let mut tried: HashSet<Uuid> = HashSet::with_capacity(writes.len());
+    for (i, cp, now) in writes {
+        if !tried.insert(cp.id) {
+            continue;
+        }
+        let Some((token, expires, attempt, last)) = held.get(&cp.id) else {
+            continue;
+        };
+        let known_blobs = cp
+            .blobs
+            .iter()
+            .all(|s| known.contains(&s.to_ascii_lowercase()));
+        if !known_blobs || !leases::lease_is_live(Some((token.as_str(), *expires)), &cp.lease, now)
+        {
+            continue;
+        }
+        let (seq, attempt) = (last + 1, *attempt);
+        let id = cp.id.to_string();
+        written.push([
+            id.clone().into(),
+            seq.into(),
+            attempt.into(),
+            cp.summary.as_str().into(),
+            cp.state.clone().into(),
+            cp.artifacts.as_str().into(),
+            cp.test_results.clone().into(),
+            now.0.into(),
+        ]);
+        renewed.push([id.into(), seq.into(), now.0.into()]);
+        let attempt = u32::try_from(attempt)
+            .map_err(|_| StoreError::Corrupt(format!("task {}: attempt {attempt}", cp.id)))?;
+        let data = CheckpointData {
+            attempt,
+            seq,
+            summary: &cp.summary,
+        };
+        logged.push((Some(cp.id), "checkpoint.created", to_json(&data)));
+        out[i] = Some(Ok(Answer::Checkpointed { seq, attempt }));
+    }
+    if written.is_empty() {
+        return Ok(out);
+    }
+    let (with, mut p) = written.with_clause();
+    let sql = format!(
+        "{with} INSERT{OR_FAIL} INTO checkpoints \
+         (tenant_id, task_id, seq, attempt, summary, state, artifacts, test_results, created_at) \
+         SELECT {tenant}, v_id, v_seq, v_attempt, v_summary, v_state, v_artifacts, v_tests, v_now \
+         FROM v WHERE v_id IS NOT NULL",
+        tenant = p.next(),
+    );
+    dialect::fetch(ctx, sql, written.args_then([tenant.into()])).await?;
+    let (with, mut p) = renewed.with_clause();
+    let sql = format!(
+        "{with} UPDATE{OR_FAIL} tasks SET checkpoint_seq = v.v_seq, \
+         lease_expires_at = v.v_now + tasks.lease_ttl_ms, updated_at = v.v_now \
+         FROM v WHERE tasks.tenant_id = {tenant} AND tasks.id = v.v_id",
+        tenant = p.next(),
+    );
+    dialect::fetch(ctx, sql, renewed.args_then([tenant.into()])).await?;
+    events(ctx, tenant, logged, latest(items));
+    Ok(out)
+}
+
 /// The columns of a completed attempt's row, inserted from a `SELECT`.
 const ENDED_COLS: &str = "(tenant_id, task_id, n, worker, started_at, ended_at, outcome)";
 
@@ -735,7 +903,7 @@ async fn complete_after_lease_read(
         .iter()
         .filter_map(|p| match &p.op {
             Grouped::Complete { id, .. } => Some(*id),
-            Grouped::Create(_) | Grouped::Claim(_) => None,
+            Grouped::Create(_) | Grouped::Claim(_) | Grouped::Checkpoint(_) => None,
         })
         .collect();
     // The leases `check_lease` reads, for all of them at once, by
@@ -1617,7 +1785,9 @@ mod tests {
                         assert_eq!(*task, store.task_get("default", l.task.id).await.unwrap());
                     }
                     Answer::Completed => assert!(!whole),
-                    Answer::Claim(_) => panic!("a completion answered as a claim"),
+                    Answer::Claim(_) | Answer::Checkpointed { .. } => {
+                        panic!("a completion answered as another write")
+                    }
                 }
                 let task = store.task_get("default", l.task.id).await.unwrap();
                 assert_eq!(task.status, aruntime_core::TaskStatus::Done);
@@ -1639,5 +1809,139 @@ mod tests {
             .filter(|e| e.kind == "task.ready")
             .count();
         assert_eq!(ready, 1);
+    }
+
+    /// A group of checkpoints writes each one whose lease is live and whose
+    /// artifacts are known, renews its lease and logs it; it leaves the
+    /// rest (a second checkpoint of a task, an unknown blob, a stale
+    /// token) to run alone, where the first is numbered after the group's
+    /// and the others fail as they would alone.
+    #[tokio::test]
+    async fn a_checkpoint_group_writes_the_live_ones_and_leaves_the_rest() {
+        let now = Timestamp(1_000_000);
+        let Some((_guard, store)) = bootstrapped(now).await else {
+            return;
+        };
+        for n in 0..4 {
+            store
+                .task_create("default", NewTask::titled(format!("t{n}")), None, now)
+                .await
+                .unwrap();
+        }
+        let leases = store
+            .lease_claim("default", params("w", 4, 60), now)
+            .await
+            .unwrap()
+            .granted;
+        assert_eq!(leases.len(), 4);
+        let blob = store.blob_put("default", b"log", now).await.unwrap();
+        let artifact = |sha: &str| aruntime_core::Artifact {
+            name: "out.log".into(),
+            sha256: sha.into(),
+        };
+        let cp = |l: &crate::Claimed, lease: &str, artifacts| {
+            leases::CheckpointWrite::of(
+                l.task.id,
+                &aruntime_api::NewCheckpoint {
+                    lease: lease.into(),
+                    summary: format!("at {}", l.task.title),
+                    state: serde_json::json!({"step": 1}),
+                    artifacts,
+                    test_results: Value::Null,
+                },
+            )
+        };
+        let (a, b, c, d) = (&leases[0], &leases[1], &leases[2], &leases[3]);
+        let later = Timestamp(now.0 + 5_000);
+        let writes = vec![
+            // The sha as given, in capitals: blobs are found by its lower case.
+            cp(
+                a,
+                &a.lease,
+                vec![artifact(&blob.sha256.to_ascii_uppercase())],
+            ),
+            cp(a, &a.lease, vec![]),
+            cp(b, &b.lease, vec![artifact(&"0".repeat(64))]),
+            cp(c, &format!("{}x", c.lease), vec![]),
+            cp(d, &d.lease, vec![]),
+        ];
+        let items = writes
+            .into_iter()
+            .map(|w| Pending {
+                now: later,
+                op: Grouped::Checkpoint(w),
+            })
+            .collect();
+        let answers: Vec<Option<(i64, u32)>> = group(&store, items)
+            .await
+            .into_iter()
+            .map(|a| a.map(|r| r.unwrap().into_checkpointed().unwrap()))
+            .collect();
+        assert_eq!(answers, [Some((1, 1)), None, None, None, Some((1, 1))]);
+        for l in [a, d] {
+            let task = store.task_get("default", l.task.id).await.unwrap();
+            assert_eq!(task.checkpoint_seq, 1);
+            let lease = task.lease.unwrap();
+            assert_eq!(lease.expires_at, Timestamp(later.0 + 60_000));
+            let written = store.checkpoint_list("default", l.task.id).await.unwrap();
+            assert_eq!(written.len(), 1);
+            assert_eq!(written[0].state, serde_json::json!({"step": 1}));
+            assert_eq!(written[0].created_at, later);
+        }
+        let listed = store.checkpoint_list("default", a.task.id).await.unwrap();
+        assert_eq!(
+            listed[0].artifacts[0].sha256,
+            blob.sha256.to_ascii_uppercase()
+        );
+        for l in [b, c] {
+            let task = store.task_get("default", l.task.id).await.unwrap();
+            assert_eq!(task.checkpoint_seq, 0);
+            assert_eq!(task.lease.unwrap().expires_at, Timestamp(now.0 + 60_000));
+        }
+        let logged: Vec<(Option<Uuid>, Value)> = store
+            .event_list("default", &Default::default())
+            .await
+            .unwrap()
+            .events
+            .into_iter()
+            .filter(|e| e.kind == "checkpoint.created")
+            .map(|e| (e.task_id, e.data))
+            .collect();
+        let data = |l: &crate::Claimed| serde_json::json!({"attempt": 1, "seq": 1, "summary": format!("at {}", l.task.title)});
+        assert_eq!(
+            logged,
+            [(Some(a.task.id), data(a)), (Some(d.task.id), data(d))]
+        );
+        // What the group left runs alone, through the store.
+        let alone = |lease: &str, artifacts| aruntime_api::NewCheckpoint {
+            lease: lease.into(),
+            summary: "again".into(),
+            state: Value::Null,
+            artifacts,
+            test_results: Value::Null,
+        };
+        let second = store
+            .checkpoint_put("default", a.task.id, alone(&a.lease, vec![]), later)
+            .await
+            .unwrap();
+        assert_eq!((second.seq, second.attempt), (2, 1));
+        let unknown = store
+            .checkpoint_put(
+                "default",
+                b.task.id,
+                alone(&b.lease, vec![artifact(&"0".repeat(64))]),
+                later,
+            )
+            .await;
+        assert!(matches!(unknown, Err(StoreError::UnknownBlob(s)) if s == "0".repeat(64)));
+        let stale = store
+            .checkpoint_put(
+                "default",
+                c.task.id,
+                alone(&format!("{}x", c.lease), vec![]),
+                later,
+            )
+            .await;
+        assert!(matches!(stale, Err(StoreError::LeaseLost)));
     }
 }

@@ -4,14 +4,14 @@
 
 use aruntime_api::NewCheckpoint;
 use aruntime_core::{
-    Checkpoint, Command, LeaseInfo, Task, TaskStatus, Timestamp, retry_backoff_ms, transition,
+    Command, LeaseInfo, Task, TaskStatus, Timestamp, retry_backoff_ms, transition,
 };
 use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::dialect;
-use super::grouped::{Grouped, Pending, complete_many};
+use super::grouped::{Grouped, Pending, checkpoint_many, complete_many};
 use super::rows::{self, TASK_COLS, json_text, to_json};
 use super::tasks::{CLEAR_LEASE, event, load};
 use super::writer::WriteCtx;
@@ -285,65 +285,72 @@ pub(crate) async fn heartbeat(
     ))
 }
 
+/// A checkpoint as the writer stores it. Its JSON is text already, written
+/// on the request's thread: a 1 KB state serialized on the writer's thread
+/// would be time taken from every other write.
+pub(crate) struct CheckpointWrite {
+    pub(crate) id: Uuid,
+    pub(crate) lease: String,
+    pub(crate) summary: String,
+    pub(crate) state: Option<String>,
+    pub(crate) artifacts: String,
+    /// The artifacts' sha256s as given: each must name a blob of the tenant.
+    pub(crate) blobs: Vec<String>,
+    pub(crate) test_results: Option<String>,
+}
+
+impl CheckpointWrite {
+    pub(crate) fn of(id: Uuid, cp: &NewCheckpoint) -> Self {
+        CheckpointWrite {
+            id,
+            lease: cp.lease.clone(),
+            summary: cp.summary.clone(),
+            state: json_text(&cp.state),
+            artifacts: to_json(&cp.artifacts),
+            blobs: cp.artifacts.iter().map(|a| a.sha256.clone()).collect(),
+            test_results: json_text(&cp.test_results),
+        }
+    }
+}
+
+/// Writes one checkpoint and returns its number and attempt. It runs as a
+/// group of one (`grouped::checkpoint_many`), the only implementation of
+/// the write; only when that group does not write it is the lease, then
+/// each artifact, checked here, for the precise error.
 pub(crate) async fn checkpoint(
     ctx: &mut WriteCtx,
     tenant: String,
-    id: Uuid,
-    cp: NewCheckpoint,
+    cp: CheckpointWrite,
     now: Timestamp,
-) -> Result<Checkpoint> {
-    let task = check_lease(ctx, &tenant, id, &cp.lease, now).await?;
-    let lease = lease_of(&task)?;
-    for a in &cp.artifacts {
+) -> Result<(i64, u32)> {
+    let (id, token) = (cp.id, cp.lease.clone());
+    let blobs = cp.blobs.clone();
+    let pending = Pending {
+        now,
+        op: Grouped::Checkpoint(cp),
+    };
+    if let Some(Some(r)) = checkpoint_many(ctx, &tenant, &[&pending])
+        .await?
+        .into_iter()
+        .next()
+    {
+        return r?.into_checkpointed();
+    }
+    check_lease(ctx, &tenant, id, &token, now).await?;
+    for sha in blobs {
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
                 .bind(&tenant)
-                .bind(a.sha256.to_ascii_lowercase())
+                .bind(sha.to_ascii_lowercase())
                 .fetch_optional(&mut ctx.conn)
                 .await?;
         if found.is_none() {
-            return Err(StoreError::UnknownBlob(a.sha256.clone()));
+            return Err(StoreError::UnknownBlob(sha));
         }
     }
-    let seq = task.checkpoint_seq + 1;
-    sqlx::query(
-        "INSERT INTO checkpoints (tenant_id, task_id, seq, attempt, summary, state, artifacts, test_results, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&tenant)
-    .bind(id.to_string())
-    .bind(seq)
-    .bind(i64::from(lease.attempt))
-    .bind(&cp.summary)
-    .bind(json_text(&cp.state))
-    .bind(to_json(&cp.artifacts))
-    .bind(json_text(&cp.test_results))
-    .bind(now.0)
-    .execute(&mut ctx.conn)
-    .await?;
-    // A checkpoint is proof of life: it renews the lease like a heartbeat.
-    sqlx::query(
-        "UPDATE tasks SET checkpoint_seq = $1, lease_expires_at = $2 + lease_ttl_ms, updated_at = $3 \
-         WHERE tenant_id = $4 AND id = $5",
-    )
-    .bind(seq)
-    .bind(now.0)
-    .bind(now.0)
-    .bind(&tenant)
-    .bind(id.to_string())
-    .execute(&mut ctx.conn)
-    .await?;
-    let data = json!({"seq": seq, "attempt": lease.attempt, "summary": cp.summary});
-    event(ctx, &tenant, Some(id), "checkpoint.created", data, now);
-    Ok(Checkpoint {
-        seq,
-        attempt: lease.attempt,
-        summary: cp.summary,
-        state: cp.state,
-        artifacts: cp.artifacts,
-        test_results: cp.test_results,
-        created_at: now,
-    })
+    Err(StoreError::Corrupt(format!(
+        "task {id}: a checkpoint under a live lease was not written"
+    )))
 }
 
 fn merged(mut old: Vec<String>, new: Vec<String>) -> String {

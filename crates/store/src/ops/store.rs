@@ -175,12 +175,21 @@ impl Store for Backend {
         cp: NewCheckpoint,
         now: Timestamp,
     ) -> Result<Checkpoint> {
-        let tenant = tenant.to_owned();
-        self.writer
-            .write(Some(tenant.clone()), move |ctx| {
-                Box::pin(leases::checkpoint(ctx, tenant, task, cp, now))
-            })
-            .await
+        let op = Grouped::Checkpoint(leases::CheckpointWrite::of(task, &cp));
+        let (seq, attempt) = self
+            .writer
+            .write_grouped(tenant.to_owned(), Pending { now, op })
+            .await?
+            .into_checkpointed()?;
+        Ok(Checkpoint {
+            seq,
+            attempt,
+            summary: cp.summary,
+            state: cp.state,
+            artifacts: cp.artifacts,
+            test_results: cp.test_results,
+            created_at: now,
+        })
     }
 
     async fn task_finish(

@@ -174,13 +174,13 @@ fn record(
     });
 }
 
-// The event data of the hot paths (grouped creates, claims and
-// completions: three events per task) is written from these structs, not
-// from `json!` values: a value builds a map node and a string per key only
-// to be written out and freed, all on the writer thread, which bounds
-// SQLite's throughput (performance.md, finding 62). Their fields are
-// declared in the order of their names, the order `json!` maps write their
-// keys in, so the log's text is the same either way.
+// The event data of the hot paths (grouped creates, claims, completions
+// and checkpoints: three events or more per task) is written from these
+// structs, not from `json!` values: a value builds a map node and a string
+// per key only to be written out and freed, all on the writer thread,
+// which bounds SQLite's throughput (performance.md, finding 62). Their
+// fields are declared in the order of their names, the order `json!` maps
+// write their keys in, so the log's text is the same either way.
 
 /// A created task's event data: `{"depends_on", "parent_id", "status", "title"}`.
 #[derive(serde::Serialize)]
@@ -203,6 +203,14 @@ pub(crate) struct LeasedData<'a> {
 #[derive(serde::Serialize)]
 pub(crate) struct AttemptData {
     pub(crate) attempt: i64,
+}
+
+/// A written checkpoint's event data: `{"attempt", "seq", "summary"}`.
+#[derive(serde::Serialize)]
+pub(crate) struct CheckpointData<'a> {
+    pub(crate) attempt: u32,
+    pub(crate) seq: i64,
+    pub(crate) summary: &'a str,
 }
 
 /// Appends several events in order (for groups, batch claims and fan-out
@@ -767,6 +775,15 @@ mod tests {
         assert_eq!(
             to_json(&AttemptData { attempt: 3 }),
             json!({"attempt": 3}).to_string()
+        );
+        let checkpoint = CheckpointData {
+            attempt: 1,
+            seq: 4,
+            summary: "tests \"pass\"",
+        };
+        assert_eq!(
+            to_json(&checkpoint),
+            json!({"seq": 4, "attempt": 1, "summary": "tests \"pass\""}).to_string()
         );
         let with_deps = CreatedData {
             depends_on: &[id],

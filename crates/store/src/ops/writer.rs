@@ -410,11 +410,12 @@ async fn run(
     }
 }
 
-/// How many creates, claims, completions and other writes a batch holds.
-fn kinds(batch: &[Box<dyn Job>]) -> [usize; 4] {
-    let mut n = [0; 4];
+/// How many creates, claims, checkpoints, completions and other writes a
+/// batch holds.
+fn kinds(batch: &[Box<dyn Job>]) -> [usize; 5] {
+    let mut n = [0; 5];
     for j in batch {
-        n[j.grouped().map_or(3, |p| usize::from(p.op.kind()).min(2))] += 1;
+        n[j.grouped().map_or(4, |p| usize::from(p.op.kind()).min(3))] += 1;
     }
     n
 }
