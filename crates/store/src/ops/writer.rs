@@ -587,11 +587,7 @@ async fn serve_parked(
 }
 
 async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<(), String> {
-    sqlx::raw_sql(sql)
-        .execute(&mut ctx.conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    dialect::exec(ctx, sql).await.map_err(|e| e.to_string())
 }
 
 /// Runs the batch with lazy savepoints and, if a group failed, once more

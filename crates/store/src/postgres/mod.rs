@@ -220,6 +220,13 @@ mod dialect {
         Ok(())
     }
 
+    /// Runs statements with neither parameters nor rows (savepoints and
+    /// rollbacks).
+    pub(crate) async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<()> {
+        sqlx::raw_sql(sql).execute(&mut ctx.conn).await?;
+        Ok(())
+    }
+
     /// Serializes creates that share an Idempotency-Key, across nodes
     /// (tenant names contain no `/`, so the lock name is unambiguous).
     pub(crate) async fn lock_key(ctx: &mut WriteCtx, tenant: &str, key: &str) -> Result<()> {

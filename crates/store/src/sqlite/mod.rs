@@ -152,6 +152,17 @@ mod dialect {
         Ok(())
     }
 
+    /// Runs statements with neither parameters nor rows (savepoints and
+    /// rollbacks), in place: through sqlx each was a hand-off to its
+    /// connection thread and back, and a batch opens a savepoint per write
+    /// that is not grouped.
+    pub(crate) async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<()> {
+        for one in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            ctx.fast.fetch(one, &[])?;
+        }
+        Ok(())
+    }
+
     /// Idempotent creates are already serialized by the single writer.
     pub(crate) async fn lock_key(_: &mut WriteCtx, _: &str, _: &str) -> Result<()> {
         Ok(())
@@ -178,20 +189,19 @@ mod blobs {
         let sha = store.blobs.put(tenant, bytes).await?;
         let size = bytes.len() as u64;
         let (t, s) = (tenant.to_owned(), sha.clone());
+        // In place on the writer's thread, like its other hot statements
+        // (see `ffi`): `checkpointed` writes a blob per task.
+        let size_i64 = i64::try_from(size).unwrap_or(i64::MAX);
         store
             .writer
             .write(None, move |ctx| {
                 Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO blobs (tenant_id, sha256, size, created_at) VALUES ($1, $2, $3, $4) \
+                    let row = [t.into(), s.into(), size_i64.into(), now.0.into()];
+                    ctx.fast.fetch(
+                        "INSERT INTO blobs (tenant_id, sha256, size, created_at) VALUES (?, ?, ?, ?) \
                          ON CONFLICT DO NOTHING",
-                    )
-                    .bind(t)
-                    .bind(s)
-                    .bind(i64::try_from(size).unwrap_or(i64::MAX))
-                    .bind(now.0)
-                    .execute(&mut ctx.conn)
-                    .await?;
+                        &row,
+                    )?;
                     Ok(())
                 })
             })
