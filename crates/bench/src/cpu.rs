@@ -17,6 +17,7 @@
 //!
 //! Linux only; elsewhere nothing is read and the report leaves it out.
 
+use aruntime_store::WRITER_THREAD;
 use serde::Serialize;
 
 /// The kernel reports these times in `USER_HZ` ticks, which is 100 on
@@ -37,9 +38,6 @@ pub(crate) struct Mark {
     /// User plus system ticks of the servers' writer threads.
     writer: u64,
 }
-
-/// The name the store gives its writer thread.
-const WRITER_THREAD: &str = "aruntime-writer";
 
 /// What a run used, per task it completed.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -47,6 +47,10 @@ pub use error::{Result, StoreError};
 pub use long_poll::claim_waiting;
 pub use wake::Wakeups;
 
+/// The name of the thread each store's writer runs on: every write of a
+/// SQLite store runs there, so a benchmark reads that thread's CPU apart.
+pub const WRITER_THREAD: &str = "aruntime-writer";
+
 /// A person-driven transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Steer {

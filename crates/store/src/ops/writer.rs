@@ -283,7 +283,7 @@ impl Writer {
             .enable_all()
             .build()?;
         std::thread::Builder::new()
-            .name("aruntime-writer".into())
+            .name(crate::WRITER_THREAD.into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match connect(&opts, &wakeups).await {
