@@ -707,22 +707,7 @@ pub(crate) async fn checkpoint_many(
             );
         }
     }
-    let mut shas: Vec<String> = writes
-        .iter()
-        .flat_map(|(_, cp, _)| cp.blobs.iter().map(|s| s.to_ascii_lowercase()))
-        .collect();
-    shas.sort_unstable();
-    shas.dedup();
-    let mut known: HashSet<String> = HashSet::with_capacity(shas.len());
-    if !shas.is_empty() {
-        let sql = format!(
-            "SELECT sha256 FROM blobs WHERE tenant_id = $1 AND sha256 {}",
-            dialect::in_list("$2")
-        );
-        for row in dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&shas).into()]).await? {
-            known.insert(row.col("sha256")?);
-        }
-    }
+    let known = known_blobs(ctx, tenant, writes.iter().flat_map(|(_, cp, _)| &cp.blobs)).await?;
     const WRITTEN: &[(&str, Kind)] = &[
         ("v_id", Kind::Text),
         ("v_seq", Kind::Int),
@@ -801,6 +786,30 @@ pub(crate) async fn checkpoint_many(
     dialect::fetch(ctx, sql, renewed.args_then([tenant.into()])).await?;
     events(ctx, tenant, logged, latest(items));
     Ok(out)
+}
+
+/// Which of `shas` (any case) name blobs of `tenant`, lower-cased as the
+/// blobs table keeps them; one statement for all of them.
+pub(crate) async fn known_blobs<'a>(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    shas: impl IntoIterator<Item = &'a String>,
+) -> Result<HashSet<String>> {
+    let mut shas: Vec<String> = shas.into_iter().map(|s| s.to_ascii_lowercase()).collect();
+    shas.sort_unstable();
+    shas.dedup();
+    let mut known = HashSet::with_capacity(shas.len());
+    if shas.is_empty() {
+        return Ok(known);
+    }
+    let sql = format!(
+        "SELECT sha256 FROM blobs WHERE tenant_id = $1 AND sha256 {}",
+        dialect::in_list("$2")
+    );
+    for row in dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&shas).into()]).await? {
+        known.insert(row.col("sha256")?);
+    }
+    Ok(known)
 }
 
 /// The columns of a completed attempt's row, inserted from a `SELECT`.

@@ -11,7 +11,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::dialect;
-use super::grouped::{Grouped, Pending, checkpoint_many, complete_many};
+use super::grouped::{Grouped, Pending, checkpoint_many, complete_many, known_blobs};
 use super::rows::{self, TASK_COLS, json_text, to_json};
 use super::tasks::{CLEAR_LEASE, event, load};
 use super::writer::WriteCtx;
@@ -337,16 +337,12 @@ pub(crate) async fn checkpoint(
         return r?.into_checkpointed();
     }
     check_lease(ctx, &tenant, id, &token, now).await?;
-    for sha in blobs {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
-                .bind(&tenant)
-                .bind(sha.to_ascii_lowercase())
-                .fetch_optional(&mut ctx.conn)
-                .await?;
-        if found.is_none() {
-            return Err(StoreError::UnknownBlob(sha));
-        }
+    let known = known_blobs(ctx, &tenant, &blobs).await?;
+    if let Some(sha) = blobs
+        .into_iter()
+        .find(|s| !known.contains(&s.to_ascii_lowercase()))
+    {
+        return Err(StoreError::UnknownBlob(sha));
     }
     Err(StoreError::Corrupt(format!(
         "task {id}: a checkpoint under a live lease was not written"
