@@ -129,7 +129,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
+        // What nearly every client sends skips axum's check, which parses
+        // the header into a `mime::Mime` (allocating) on every request; any
+        // other value still gets that check, so what is accepted is the
+        // same.
+        let plain = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"));
+        let parsed = if plain {
+            match Bytes::from_request(req, state).await {
+                Ok(bytes) => Json::<T>::from_bytes(&bytes),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            Json::<T>::from_request(req, state).await
+        };
+        match parsed {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::JsonDataError(e)) => {
                 Err(ApiError::new(ErrorCode::InvalidInput, e.body_text()))

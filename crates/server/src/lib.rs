@@ -31,7 +31,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use routes::router;
-pub use state::AppState;
+pub use state::{AppState, Shared};
 
 /// What `aruntime serve` needs.
 #[derive(Debug, Clone)]
@@ -140,8 +140,7 @@ impl Server {
             bootstrap_admin(store.as_ref(), &cfg.data_dir, clock.as_ref()).await?;
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let (mut state, stop) = AppState::new(store, clock);
-        state.mcp_allowed_hosts = Arc::new(cfg.mcp_allowed_hosts.clone());
+        let (state, stop) = AppState::new(store, clock, cfg.mcp_allowed_hosts.clone());
         Ok(Server {
             listener,
             state,

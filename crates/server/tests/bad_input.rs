@@ -769,7 +769,48 @@ async fn fixture(ts: &TestServer, tok: &Tokens) -> Fixture {
     }
 }
 
+/// The other side of the content-type cases above: a JSON body is taken
+/// under any spelling of `application/json`, with parameters, or as a
+/// `+json` type. The server reads the plain spelling on a shorter path
+/// than the rest; both must accept, and each create must carry its
+/// `Idempotency-Key` (a retry under the same key names the same task).
+async fn json_bodies_are_taken_under_every_json_content_type(backend: Backend) {
+    let ts = server!(backend);
+    let token = ts.token(TENANT, "operator").await;
+    for (i, ct) in [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/vnd.aruntime+json",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = j(json!({"title": format!("typed {i}")}));
+        let mut ids = vec![];
+        for want in [201, 200] {
+            let resp = ts
+                .http
+                .post(format!("{}/v1/tasks", ts.base))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", ct)
+                .header("idempotency-key", format!("key-{i}"))
+                .body(body.clone().unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), want, "{ct}");
+            let task: Value = resp.json().await.unwrap();
+            assert_eq!(task["title"], format!("typed {i}"), "{ct}");
+            ids.push(task["id"].clone());
+        }
+        assert_eq!(ids[0], ids[1], "{ct}: the retry named another task");
+    }
+    ts.stop().await;
+}
+
 backends!(
     bad_requests_get_clear_errors_and_write_nothing,
     unknown_field_inside_an_artifact_is_refused_and_writes_nothing,
+    json_bodies_are_taken_under_every_json_content_type,
 );

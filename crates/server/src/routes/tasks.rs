@@ -8,8 +8,9 @@ use aruntime_api::{
 use aruntime_core::context::Format;
 use aruntime_core::{Checkpoint, Decision, Permission, Task};
 use aruntime_store::{Idempotency, Steer};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -18,8 +19,22 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, task_id};
 use crate::state::AppState;
 
-fn idempotency(headers: &HeaderMap, spec: &NewTask) -> ApiResult<Option<Idempotency>> {
-    let Some(v) = headers.get("idempotency-key") else {
+/// The `Idempotency-Key` header, if sent. Taken alone rather than through
+/// a `HeaderMap` extractor, which clones every header of every create.
+pub(super) struct IdempotencyKey(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IdempotencyKey(
+            parts.headers.get("idempotency-key").cloned(),
+        ))
+    }
+}
+
+fn idempotency(key: &IdempotencyKey, spec: &NewTask) -> ApiResult<Option<Idempotency>> {
+    let Some(v) = &key.0 else {
         return Ok(None);
     };
     let key = v
@@ -43,12 +58,12 @@ fn idempotency(headers: &HeaderMap, spec: &NewTask) -> ApiResult<Option<Idempote
 pub(super) async fn create(
     State(s): State<AppState>,
     auth: Auth,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiJson(spec): ApiJson<NewTask>,
 ) -> ApiResult<(StatusCode, ApiJson<Task>)> {
     auth.require(Permission::WriteTasks)?;
     spec.validate()?;
-    let idem = idempotency(&headers, &spec)?;
+    let idem = idempotency(&key, &spec)?;
     let c = s
         .store
         .task_create(auth.tenant(), spec, idem, s.clock.now())
