@@ -176,7 +176,13 @@ impl Rows {
             }
             sql.push_str(col);
         }
-        sql.push_str(") AS MATERIALIZED (VALUES ");
+        // A lone row is not worth a temporary table: SQLite folds it into
+        // the statement as constants (`AVOID_TEMP_TABLES`).
+        sql.push_str(if padded == 1 && dialect::AVOID_TEMP_TABLES {
+            ") AS (VALUES "
+        } else {
+            ") AS MATERIALIZED (VALUES "
+        });
         for r in 0..padded {
             sql.push_str(if r == 0 { "(" } else { ", (" });
             for c in 0..width {
@@ -303,6 +309,20 @@ mod tests {
         );
         assert_eq!(rest.next(), p[8]);
         assert_eq!(rows.into_args().len(), 8);
+
+        // A lone row: SQLite folds it into the statement.
+        let mut one = Rows::new(COLS);
+        one.push([Cell::from("t"), Cell::from(7)]);
+        let (sql, _) = one.with_clause();
+        let table = if dialect::AVOID_TEMP_TABLES {
+            ""
+        } else {
+            "MATERIALIZED "
+        };
+        assert_eq!(
+            sql,
+            format!("WITH v(v_id, v_n) AS {table}(VALUES ({}, {}))", p[0], p[1])
+        );
     }
 
     #[test]

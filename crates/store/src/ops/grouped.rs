@@ -196,11 +196,11 @@ fn latest(items: &[&Pending]) -> Timestamp {
 
 /// Inserts every task in one statement and logs their creation.
 ///
-/// The answers are built from what was inserted rather than read back
-/// (`RETURNING` only the ids): a new task's every other column is either
-/// its spec or a default, and returning and decoding 26 columns per row
-/// was work on the writer's serial path (performance.md, finding 32). A
-/// conformance test compares each answer with the task read back.
+/// The answers are built from what was inserted rather than read back: a
+/// new task's every other column is either its spec or a default, and
+/// returning and decoding 26 columns per row was work on the writer's
+/// serial path (performance.md, finding 32). A conformance test compares
+/// each answer with the task read back.
 ///
 /// Claims parked for the tenant are served by the same statement when
 /// that is what their own look would do (see [`Handover`]): the tasks they
@@ -261,14 +261,32 @@ async fn create_many(
     }
     // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
     let (with, mut p) = rows_in.with_clause();
-    let sql = if handover.taken.is_empty() {
+    // SQLite asks `g.ok` (below) by a statement of its own, then inserts
+    // the rows leased or not as the answer says: the insert then reads no
+    // table of its own and returns nothing, so SQLite stages nothing
+    // (`AVOID_TEMP_TABLES`). A statement that succeeds has inserted every
+    // row (`OR FAIL` skips none), so neither backend returns the ids.
+    let leasing = if handover.taken.is_empty() {
+        false
+    } else if dialect::AVOID_TEMP_TABLES {
+        match handover.queue_is_clear(ctx, tenant).await {
+            Ok(clear) => clear,
+            Err(e) => {
+                handover.give_back(ctx);
+                return Err(e);
+            }
+        }
+    } else {
+        true
+    };
+    let sql = if !leasing {
         format!(
             "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
              parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
              created_at, updated_at) \
              SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
              NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
-             FROM v WHERE v_id IS NOT NULL RETURNING id",
+             FROM v WHERE v_id IS NOT NULL",
             tenant = p.next(),
         )
     } else {
@@ -278,13 +296,23 @@ async fn create_many(
         // Otherwise every row goes in ready and the claims look as usual.
         // Materialized: PostgreSQL would otherwise inline `g` into every
         // `CASE`, its two probes run once per column that reads it.
-        let (t1, now1, t2, now2, t) = (p.next(), p.next(), p.next(), p.next(), p.next());
-        let leased = "(g.ok AND v_token IS NOT NULL)";
+        let (guard, from, leased, returning) = if dialect::AVOID_TEMP_TABLES {
+            (String::new(), "v", "(v_token IS NOT NULL)", "")
+        } else {
+            let (t1, now1, t2, now2) = (p.next(), p.next(), p.next(), p.next());
+            (
+                format!(
+                    ", g AS MATERIALIZED (SELECT {} AS ok)",
+                    Handover::clear_sql(&t1, &now1, &t2, &now2)
+                ),
+                "v, g",
+                "(g.ok AND v_token IS NOT NULL)",
+                " RETURNING id, status",
+            )
+        };
+        let t = p.next();
         format!(
-            "{with}, g AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM tasks{by_claim} WHERE tenant_id = {t1} \
-             AND status = 'ready' AND not_before <= {now1}) \
-             AND NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = {t2} AND status = 'running' \
-             AND lease_expires_at <= {now2}) AS ok) \
+            "{with}{guard} \
              INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
              parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
              attempts, lease_token, lease_worker, lease_attempt, lease_started_at, lease_ttl_ms, \
@@ -298,14 +326,11 @@ async fn create_many(
              CASE WHEN {leased} THEN v_ttl_ms END, \
              CASE WHEN {leased} THEN v_leased_at + v_ttl_ms END, \
              v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
-             FROM v, g WHERE v_id IS NOT NULL RETURNING id, status",
+             FROM {from} WHERE v_id IS NOT NULL{returning}",
             running = "'running'",
-            by_claim = dialect::BY_CLAIM_INDEX,
         )
     };
-    let args = if handover.taken.is_empty() {
-        rows_in.args_then([tenant.into()])
-    } else {
+    let args = if leasing && !dialect::AVOID_TEMP_TABLES {
         let asked = handover.asked().0;
         rows_in.args_then([
             tenant.into(),
@@ -314,6 +339,8 @@ async fn create_many(
             asked.into(),
             tenant.into(),
         ])
+    } else {
+        rows_in.args_then([tenant.into()])
     };
     let returned = dialect::fetch(ctx, sql, args).await;
     let returned = match returned {
@@ -323,26 +350,18 @@ async fn create_many(
             return Err(e);
         }
     };
-    let mut inserted = HashSet::with_capacity(returned.len());
     let mut leased = HashSet::new();
+    if leasing && dialect::AVOID_TEMP_TABLES {
+        leased.extend(handover.order.iter().map(|&k| made[k].0));
+    }
     for row in &returned {
-        let id = rows::uuid(row, "id")?;
-        if !handover.taken.is_empty()
-            && row.col::<String>("status")? == TaskStatus::Running.as_str()
-        {
-            leased.insert(id);
+        if row.col::<String>("status")? == TaskStatus::Running.as_str() {
+            leased.insert(rows::uuid(row, "id")?);
         }
-        inserted.insert(id);
     }
     let mut logged = Vec::with_capacity(made.len());
     let mut out = Vec::with_capacity(made.len());
     for (id, t, spec, now) in &made {
-        if !inserted.contains(id) {
-            // Every row was inserted or the statement failed: a missing one
-            // is left to run alone, for whatever answer that gives.
-            out.push(None);
-            continue;
-        }
         let data = CreatedData {
             depends_on: &[],
             parent_id: None,
@@ -456,6 +475,39 @@ impl Handover {
         h
     }
 
+    /// `g.ok`, true when nothing of `tenant` but the group's rows would
+    /// be offered to a claim looking at `now`: no other task is ready and
+    /// due, no lease has expired.
+    fn clear_sql(t1: &str, now1: &str, t2: &str, now2: &str) -> String {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM tasks{by_claim} WHERE tenant_id = {t1} \
+             AND status = 'ready' AND not_before <= {now1}) \
+             AND NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = {t2} AND status = 'running' \
+             AND lease_expires_at <= {now2})",
+            by_claim = dialect::BY_CLAIM_INDEX,
+        )
+    }
+
+    /// Asks `g.ok` by a statement of its own, before the insert.
+    async fn queue_is_clear(&self, ctx: &mut WriteCtx, tenant: &str) -> Result<bool> {
+        let p = |n| dialect::param(n);
+        let sql = format!(
+            "SELECT {} AS ok",
+            Self::clear_sql(&p(1), &p(2), &p(3), &p(4))
+        );
+        let asked = self.asked().0;
+        let rows = dialect::fetch(
+            ctx,
+            sql,
+            vec![tenant.into(), asked.into(), tenant.into(), asked.into()],
+        )
+        .await?;
+        match rows.first() {
+            Some(r) => r.col("ok"),
+            None => Ok(false),
+        }
+    }
+
     fn lease_of(&self, k: usize) -> Option<&Planned> {
         self.leases.get(k).and_then(Option::as_ref)
     }
@@ -501,7 +553,7 @@ impl Handover {
             let (Some(plan), (id, _, spec, now)) = (&self.leases[k], &made[k]) else {
                 continue;
             };
-            // Not inserted: left to run alone (see `create_many`).
+            // Inserted ready: the insert found the queue not clear.
             if !leased.contains(id) {
                 continue;
             }

@@ -232,9 +232,11 @@ pub(crate) fn events(
 /// Events are numbered from the log itself, its last plus one: the writer
 /// holds the tenant's lock (PostgreSQL) or is the only writer (SQLite), so
 /// the log stays gapless, and the primary key makes the lookup one index
-/// probe. The last number is read inside the insert, once per statement; a
-/// statement never sees its own rows (SQLite stages an insert that reads
-/// its own table, PostgreSQL reads its snapshot).
+/// probe. On PostgreSQL the last number is read inside the insert, once
+/// per statement (it reads its snapshot, never its own rows). SQLite would
+/// stage every row of such an insert in a temporary table first, so there
+/// it is read just before, by a statement of its own
+/// ([`AVOID_TEMP_TABLES`](dialect::AVOID_TEMP_TABLES)).
 pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
     let BatchEvents {
         mut recorded,
@@ -254,12 +256,22 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
             }
             let (with, mut p) = rows_in.with_clause();
             let (t, last) = (p.next(), p.next());
+            let (last, last_arg) = if dialect::AVOID_TEMP_TABLES {
+                let read = format!("SELECT {} AS last", last_event_seq_sql(&dialect::param(1)));
+                let rows = dialect::fetch(ctx, read, vec![tenant.into()]).await?;
+                let seq: i64 = match rows.first() {
+                    Some(r) => r.col("last")?,
+                    None => 0,
+                };
+                (last, Cell::from(seq))
+            } else {
+                (last_event_seq_sql(&last), Cell::from(tenant))
+            };
             let sql = format!(
-                "{with} INSERT{OR_FAIL} {INTO_EVENTS} SELECT {t}, {} + v_ord, v_task, v_kind, v_data, v_at \
+                "{with} INSERT{OR_FAIL} {INTO_EVENTS} SELECT {t}, {last} + v_ord, v_task, v_kind, v_data, v_at \
                  FROM v WHERE v_ord IS NOT NULL",
-                last_event_seq_sql(&last),
             );
-            dialect::fetch(ctx, sql, rows_in.args_then([tenant.into(), tenant.into()])).await?;
+            dialect::fetch(ctx, sql, rows_in.args_then([tenant.into(), last_arg])).await?;
         }
     }
     Ok(())

@@ -87,6 +87,9 @@ mod dialect {
     pub(crate) const ROWS_AS_ARRAYS: bool = true;
     /// A statement is always undone whole; there is no conflict clause.
     pub(crate) const OR_FAIL: &str = "";
+    /// Temporary tables are cheap here, and a statement apart to avoid
+    /// one would be a round trip (see SQLite's `AVOID_TEMP_TABLES`).
+    pub(crate) const AVOID_TEMP_TABLES: bool = false;
 
     /// What the set-based statements run on besides the connection:
     /// nothing here, they go through sqlx.

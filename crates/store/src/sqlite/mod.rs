@@ -94,6 +94,19 @@ mod dialect {
     /// rows the statement did write with it.
     pub(crate) const OR_FAIL: &str = " OR FAIL";
 
+    /// SQLite builds a statement's temporary tables as B-trees of their
+    /// own, each opened, written and closed at every execution: a
+    /// `MATERIALIZED` table of rows, the copy of an `INSERT … SELECT` that
+    /// reads its own table (so the insert cannot see its own rows), a
+    /// `RETURNING` buffer. An idle queue's create and the lease it grants
+    /// opened 13 of them per task, a quarter of the writer's instructions
+    /// (performance.md, finding 65). The writer avoids them where it can
+    /// know the answer another way: a lone row is not materialized, and a
+    /// read the insert would make of its own table is made by a statement
+    /// of its own just before it, on the same connection, in the same
+    /// transaction, with nothing written in between.
+    pub(crate) const AVOID_TEMP_TABLES: bool = true;
+
     /// What the set-based statements run on: the writer connection's raw
     /// handle, called from the writer's thread (see [`ffi`](super::ffi)).
     pub(crate) type Fast = super::ffi::Handle;
