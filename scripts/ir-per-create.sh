@@ -6,15 +6,28 @@
 # (docs/performance.md, finding 64), so a change of a few percent on the
 # request path shows here when `aruntime bench` cannot see it.
 #
-#   scripts/ir-per-create.sh [--json] BIN...
+#   scripts/ir-per-create.sh [--json] [--parked] BIN...
 #
 # Each BIN is an `aruntime` binary (a release build). It is started under
 # callgrind twice, for 200 and for 2,200 creates sent one at a time over one
 # keep-alive connection; the difference over 2,000 is what one create costs,
-# start-up and shutdown cancelled out. Needs valgrind, python3 and curl.
+# start-up and shutdown cancelled out.
+#
+# --parked counts what `bench --workload latency` does per sample instead:
+# a worker's claim long-polls an empty queue, a create arrives (and is
+# handed to the parked claim in the same transaction), the worker
+# completes the task. 30 and then 130 samples, the difference over 100;
+# each sample waits 0.12 s for the claim to park, so a binary takes about
+# a minute. Needs valgrind, python3 and curl.
 set -euo pipefail
-JSON=0
-if [ "${1:-}" = "--json" ]; then JSON=1; shift; fi
+JSON=0 PARKED=0
+while :; do
+  case "${1:-}" in
+    --json) JSON=1; shift ;;
+    --parked) PARKED=1; shift ;;
+    *) break ;;
+  esac
+done
 [ $# -ge 1 ] || { sed -n 2,14p "$0" >&2; exit 2; }
 for tool in valgrind callgrind_annotate python3 curl; do
   command -v "$tool" >/dev/null || { echo "ir-per-create.sh needs $tool" >&2; exit 1; }
@@ -24,17 +37,35 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 cat > "$WORK/drive.py" <<'EOF'
-import http.client, json, sys
-port, token_file, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+import http.client, json, sys, threading, time
+port, token_file, n, parked = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 token = open(token_file).read().strip()
 headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
 conn = http.client.HTTPConnection("127.0.0.1", port)
+worker = http.client.HTTPConnection("127.0.0.1", port)
+
+def call(c, path, body, want):
+    c.request("POST", path, json.dumps(body), headers)
+    r = c.getresponse()
+    got = r.read()
+    if r.status != want:
+        sys.exit(f"POST {path}: {r.status} {got[:200]!r}")
+    return json.loads(got)
+
 for i in range(n):
-    conn.request("POST", "/v1/tasks", json.dumps({"title": f"t{i}"}), headers)
-    r = conn.getresponse()
-    body = r.read()
-    if r.status != 201:
-        sys.exit(f"create {i}: {r.status} {body[:200]!r}")
+    if not parked:
+        call(conn, "/v1/tasks", {"title": f"t{i}"}, 201)
+        continue
+    out = {}
+    claim = threading.Thread(target=lambda: out.update(
+        r=call(worker, "/v1/leases", {"worker": "w", "wait_ms": 20000}, 200)))
+    claim.start()
+    time.sleep(0.12)  # long enough, under callgrind, for the claim to park
+    call(conn, "/v1/tasks", {"title": f"t{i}"}, 201)
+    claim.join()
+    leases = out.get("r", {}).get("leases") or sys.exit(f"sample {i}: no lease")
+    lease = leases[0]
+    call(worker, f"/v1/tasks/{lease['task']['id']}/complete", {"lease": lease["lease"], "result": {}}, 200)
 EOF
 
 # Prints "TOTAL WRITER": instructions of the whole server and of its writer
@@ -50,7 +81,7 @@ count() { # BIN N
     [ -f "$dir/data/admin.token" ] && curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
     sleep 0.2
   done
-  python3 "$WORK/drive.py" "$port" "$dir/data/admin.token" "$2"
+  python3 "$WORK/drive.py" "$port" "$dir/data/admin.token" "$2" "$PARKED"
   kill -INT "$pid"
   wait "$pid" || true
   local total=0 writer=0 f n
@@ -65,17 +96,19 @@ count() { # BIN N
   echo "$total $writer"
 }
 
-[ $JSON = 1 ] || printf '%-40s %12s %12s %12s\n' BINARY 'PER CREATE' WRITER 'REQUEST THR'
+if [ $PARKED = 1 ]; then SMALL=30 LARGE=130 UNIT=sample; else SMALL=200 LARGE=2200 UNIT=create; fi
+DIFF=$((LARGE - SMALL))
+[ $JSON = 1 ] || printf '%-40s %12s %12s %12s\n' BINARY "PER ${UNIT^^}" WRITER 'REQUEST THR'
 first=1
 [ $JSON = 0 ] || printf '['
 for bin in "$@"; do
-  echo "  $bin: 200 creates, then 2,200, under callgrind" >&2
-  read -r t1 w1 < <(count "$bin" 200)
-  read -r t2 w2 < <(count "$bin" 2200)
-  per=$(((t2 - t1) / 2000)); writer=$(((w2 - w1) / 2000)); req=$((per - writer))
+  echo "  $bin: $SMALL ${UNIT}s, then $LARGE, under callgrind" >&2
+  read -r t1 w1 < <(count "$bin" $SMALL)
+  read -r t2 w2 < <(count "$bin" $LARGE)
+  per=$(((t2 - t1) / DIFF)); writer=$(((w2 - w1) / DIFF)); req=$((per - writer))
   if [ $JSON = 1 ]; then
     [ $first = 1 ] || printf ','
-    printf '{"binary":"%s","per_create":%d,"writer":%d,"request_threads":%d}' "$bin" "$per" "$writer" "$req"
+    printf '{"binary":"%s","per_%s":%d,"writer":%d,"request_threads":%d}' "$bin" "$UNIT" "$per" "$writer" "$req"
   else
     printf '%-40s %12d %12d %12d\n' "$bin" "$per" "$writer" "$req"
   fi
