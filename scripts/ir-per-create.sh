@@ -28,7 +28,7 @@ while :; do
     *) break ;;
   esac
 done
-[ $# -ge 1 ] || { sed -n 2,14p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,21p "$0" >&2; exit 2; }
 for tool in valgrind callgrind_annotate python3 curl; do
   command -v "$tool" >/dev/null || { echo "ir-per-create.sh needs $tool" >&2; exit 1; }
 done

@@ -279,6 +279,8 @@ async fn create_many(
     } else {
         true
     };
+    // PostgreSQL's insert asks `g.ok` itself and says which rows it leased.
+    let guard_inside = leasing && !dialect::AVOID_TEMP_TABLES;
     let sql = if !leasing {
         format!(
             "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
@@ -296,7 +298,7 @@ async fn create_many(
         // Otherwise every row goes in ready and the claims look as usual.
         // Materialized: PostgreSQL would otherwise inline `g` into every
         // `CASE`, its two probes run once per column that reads it.
-        let (guard, from, leased, returning) = if dialect::AVOID_TEMP_TABLES {
+        let (guard, from, leased, returning) = if !guard_inside {
             (String::new(), "v", "(v_token IS NOT NULL)", "")
         } else {
             let (t1, now1, t2, now2) = (p.next(), p.next(), p.next(), p.next());
@@ -330,7 +332,7 @@ async fn create_many(
             running = "'running'",
         )
     };
-    let args = if leasing && !dialect::AVOID_TEMP_TABLES {
+    let args = if guard_inside {
         let asked = handover.asked().0;
         rows_in.args_then([
             tenant.into(),
@@ -351,7 +353,7 @@ async fn create_many(
         }
     };
     let mut leased = HashSet::new();
-    if leasing && dialect::AVOID_TEMP_TABLES {
+    if leasing && !guard_inside {
         leased.extend(handover.order.iter().map(|&k| made[k].0));
     }
     for row in &returned {
@@ -394,8 +396,10 @@ async fn create_many(
 /// when the batch holds claims of the tenant: those are served first, and
 /// parked ones get what they leave. The
 /// insert then leases the planned rows only if no other task of the tenant
-/// is ready and due and no lease has expired (`g.ok`), a test it makes on
-/// the same snapshot it writes under, while the tenant is locked. If the
+/// is ready and due and no lease has expired (`g.ok`), a test made on
+/// the state it writes under, while the tenant is locked: inside the
+/// insert on PostgreSQL, by the statement just before it on SQLite's one
+/// writer connection. If the
 /// test fails, every row goes in ready and the claims are given back at
 /// once, to be served after the writes like any other parked claim.
 struct Handover {

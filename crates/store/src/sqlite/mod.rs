@@ -99,8 +99,8 @@ mod dialect {
     /// `MATERIALIZED` table of rows, the copy of an `INSERT … SELECT` that
     /// reads its own table (so the insert cannot see its own rows), a
     /// `RETURNING` buffer. An idle queue's create and the lease it grants
-    /// opened 13 of them per task, a quarter of the writer's instructions
-    /// (performance.md, finding 65). The writer avoids them where it can
+    /// opened 13 of them per task; avoiding them took a fifth off the
+    /// writer's instructions there (performance.md, finding 65). The writer avoids them where it can
     /// know the answer another way: a lone row is not materialized, and a
     /// read the insert would make of its own table is made by a statement
     /// of its own just before it, on the same connection, in the same
