@@ -954,9 +954,17 @@ struct Log<'a> {
     at: Timestamp,
 }
 
-/// Reads every lease in one statement, then completes in one the tasks
-/// whose lease matches. Each task completes at most once here: the first
+/// Reads every lease in one statement, then completes the tasks whose
+/// lease matches. Each task completes at most once here: the first
 /// matching write of it wins; any other runs alone afterwards.
+///
+/// On SQLite (`AVOID_TEMP_TABLES`) the lease read also brings what the
+/// completion needs of the row (the attempt, the lease's worker and start,
+/// whether anything depends on the task), which the update does not
+/// change; each task is then updated by its key, and a whole answer is
+/// read back by key. Neither statement opens a temporary B-tree, where
+/// one `UPDATE … FROM v … RETURNING` opened three and the lease read's
+/// `IN (json_each …)` one more.
 async fn complete_after_lease_read(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -964,22 +972,27 @@ async fn complete_after_lease_read(
     to: TaskStatus,
     whole: bool,
 ) -> Result<Completed> {
-    let ids: Vec<Uuid> = items
+    let mut ids: Vec<Uuid> = items
         .iter()
         .filter_map(|p| match &p.op {
             Grouped::Complete { id, .. } => Some(*id),
             Grouped::Create(_) | Grouped::Claim(_) | Grouped::Checkpoint(_) => None,
         })
         .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let apart = dialect::AVOID_TEMP_TABLES;
     // The leases `check_lease` reads, for all of them at once, by
     // primary key (a predicate on status or token lets PostgreSQL prefer an
     // index of running tasks, which a churning queue fills with dead rows).
-    let sql = format!(
-        "SELECT id, status, lease_token, lease_expires_at FROM tasks WHERE tenant_id = $1 AND id {}{}",
-        dialect::in_list("$2"),
-        dialect::FOR_UPDATE
-    );
-    let leases = dialect::fetch(ctx, sql, vec![tenant.into(), to_json(&ids).into()]).await?;
+    let cols = if apart && !whole {
+        format!(
+            "id, status, lease_token, lease_expires_at, attempts, lease_worker, lease_started_at, {HAS_DEPS}"
+        )
+    } else {
+        "id, status, lease_token, lease_expires_at".to_owned()
+    };
+    let leases = rows_by_id(ctx, tenant, &cols, &ids).await?;
     let mut held: HashMap<Uuid, (String, Timestamp)> = HashMap::with_capacity(leases.len());
     for row in &leases {
         let token: Option<String> = row.col("lease_token")?;
@@ -995,6 +1008,10 @@ async fn complete_after_lease_read(
         ("v_result", Kind::Text),
         ("v_now", Kind::Int),
     ];
+    let by_key = format!(
+        "UPDATE{OR_FAIL} tasks SET status = $1, result = $2, error = NULL, {CLEAR_LEASE}, \
+         updated_at = $3 WHERE tenant_id = $4 AND id = $5"
+    );
     let mut winners: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
     let mut done = Rows::new(DONE);
     for (i, p) in items.iter().enumerate() {
@@ -1008,18 +1025,86 @@ async fn complete_after_lease_read(
         let live = leases::lease_is_live(lease, token, p.now);
         if live && !winners.contains_key(id) {
             winners.insert(*id, i);
-            done.push([
-                id.to_string().into(),
-                json_text(result).into(),
-                p.now.0.into(),
-            ]);
+            if apart {
+                let args = vec![
+                    to.as_str().into(),
+                    json_text(result).into(),
+                    p.now.0.into(),
+                    tenant.into(),
+                    id.to_string().into(),
+                ];
+                dialect::fetch(ctx, by_key.clone(), args).await?;
+            } else {
+                done.push([
+                    id.to_string().into(),
+                    json_text(result).into(),
+                    p.now.0.into(),
+                ]);
+            }
         }
     }
-    if done.is_empty() {
+    if winners.is_empty() {
         return Ok((vec![], winners, false));
     }
-    let returned = update_done(ctx, tenant, done, to, whole, None).await?;
+    let returned = if !apart {
+        update_done(ctx, tenant, done, to, whole, None).await?
+    } else if whole {
+        let mut ids: Vec<Uuid> = winners.keys().copied().collect();
+        ids.sort_unstable();
+        let cols = format!("{TASK_COLS}, lease_started_at, {HAS_DEPS}");
+        rows_by_id(ctx, tenant, &cols, &ids).await?
+    } else {
+        // The lease read is the row as updated, but for columns the
+        // completion does not read.
+        let mut kept = Vec::with_capacity(winners.len());
+        for row in leases {
+            if winners.contains_key(&rows::uuid(&row, "id")?) {
+                kept.push(row);
+            }
+        }
+        kept
+    };
     Ok((returned, winners, false))
+}
+
+/// Whether another task depends on the task of the row, as a column.
+const HAS_DEPS: &str = "EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = tasks.tenant_id \
+    AND d.depends_on = tasks.id) AS has_deps";
+
+/// `cols` of the tenant's tasks in `ids` (sorted, no repeats), in one
+/// statement by primary key. On SQLite the ids drive the loop from
+/// `json_each`, which opens no temporary B-tree as `IN (…)` does; a lone id
+/// is a plain key.
+async fn rows_by_id(
+    ctx: &mut WriteCtx,
+    tenant: &str,
+    cols: &str,
+    ids: &[Uuid],
+) -> Result<Vec<dialect::FastRow>> {
+    let (sql, ids) = match ids {
+        [id] if dialect::AVOID_TEMP_TABLES => (
+            format!("SELECT {cols} FROM tasks WHERE tenant_id = $1 AND id = $2"),
+            id.to_string().into(),
+        ),
+        _ if dialect::AVOID_TEMP_TABLES => (
+            // The ids under a name of their own: `json_each` has an `id`
+            // column too.
+            format!(
+                "SELECT {cols} FROM (SELECT value AS k FROM json_each($2)) AS j \
+                 CROSS JOIN tasks WHERE tasks.tenant_id = $1 AND tasks.id = j.k"
+            ),
+            to_json(&ids).into(),
+        ),
+        _ => (
+            format!(
+                "SELECT {cols} FROM tasks WHERE tenant_id = $1 AND id {}{}",
+                dialect::in_list("$2"),
+                dialect::FOR_UPDATE
+            ),
+            to_json(&ids).into(),
+        ),
+    };
+    dialect::fetch(ctx, sql, vec![tenant.into(), ids]).await
 }
 
 /// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
