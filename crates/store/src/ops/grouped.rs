@@ -955,16 +955,17 @@ struct Log<'a> {
 }
 
 /// Reads every lease in one statement, then completes the tasks whose
-/// lease matches. Each task completes at most once here: the first
-/// matching write of it wins; any other runs alone afterwards.
+/// lease matches: SQLite's path (no writes in `WITH`). Each task completes
+/// at most once here: the first matching write of it wins; any other runs
+/// alone afterwards.
 ///
-/// On SQLite (`AVOID_TEMP_TABLES`) the lease read also brings what the
-/// completion needs of the row (the attempt, the lease's worker and start,
-/// whether anything depends on the task), which the update does not
-/// change; each task is then updated by its key, and a whole answer is
-/// read back by key. Neither statement opens a temporary B-tree, where
-/// one `UPDATE … FROM v … RETURNING` opened three and the lease read's
-/// `IN (json_each …)` one more.
+/// The lease read also brings what the completion needs of the row (the
+/// attempt, the lease's worker and start, whether anything depends on the
+/// task), none of which the update changes; each task is then updated by
+/// its key, and a whole answer is read back by key. None of these
+/// statements opens a temporary B-tree, where one `UPDATE … FROM v …
+/// RETURNING` opened three and a lease read through `IN (…)` one more
+/// (`AVOID_TEMP_TABLES`; performance.md, finding 66).
 async fn complete_after_lease_read(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -981,16 +982,12 @@ async fn complete_after_lease_read(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let apart = dialect::AVOID_TEMP_TABLES;
-    // The leases `check_lease` reads, for all of them at once, by
-    // primary key (a predicate on status or token lets PostgreSQL prefer an
-    // index of running tasks, which a churning queue fills with dead rows).
-    let cols = if apart && !whole {
+    let cols = if whole {
+        "id, status, lease_token, lease_expires_at".to_owned()
+    } else {
         format!(
             "id, status, lease_token, lease_expires_at, attempts, lease_worker, lease_started_at, {HAS_DEPS}"
         )
-    } else {
-        "id, status, lease_token, lease_expires_at".to_owned()
     };
     let leases = rows_by_id(ctx, tenant, &cols, &ids).await?;
     let mut held: HashMap<Uuid, (String, Timestamp)> = HashMap::with_capacity(leases.len());
@@ -1003,17 +1000,11 @@ async fn complete_after_lease_read(
             held.insert(rows::uuid(row, "id")?, (token, Timestamp(expires)));
         }
     }
-    const DONE: &[(&str, Kind)] = &[
-        ("v_id", Kind::Text),
-        ("v_result", Kind::Text),
-        ("v_now", Kind::Int),
-    ];
     let by_key = format!(
         "UPDATE{OR_FAIL} tasks SET status = $1, result = $2, error = NULL, {CLEAR_LEASE}, \
          updated_at = $3 WHERE tenant_id = $4 AND id = $5"
     );
     let mut winners: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
-    let mut done = Rows::new(DONE);
     for (i, p) in items.iter().enumerate() {
         let Grouped::Complete {
             id, token, result, ..
@@ -1022,40 +1013,29 @@ async fn complete_after_lease_read(
             continue;
         };
         let lease = held.get(id).map(|(t, expires)| (t.as_str(), *expires));
-        let live = leases::lease_is_live(lease, token, p.now);
-        if live && !winners.contains_key(id) {
-            winners.insert(*id, i);
-            if apart {
-                let args = vec![
-                    to.as_str().into(),
-                    json_text(result).into(),
-                    p.now.0.into(),
-                    tenant.into(),
-                    id.to_string().into(),
-                ];
-                dialect::fetch(ctx, by_key.clone(), args).await?;
-            } else {
-                done.push([
-                    id.to_string().into(),
-                    json_text(result).into(),
-                    p.now.0.into(),
-                ]);
-            }
+        if !leases::lease_is_live(lease, token, p.now) || winners.contains_key(id) {
+            continue;
         }
+        winners.insert(*id, i);
+        let args = vec![
+            to.as_str().into(),
+            json_text(result).into(),
+            p.now.0.into(),
+            tenant.into(),
+            id.to_string().into(),
+        ];
+        dialect::fetch(ctx, by_key.clone(), args).await?;
     }
     if winners.is_empty() {
         return Ok((vec![], winners, false));
     }
-    let returned = if !apart {
-        update_done(ctx, tenant, done, to, whole, None).await?
-    } else if whole {
-        let mut ids: Vec<Uuid> = winners.keys().copied().collect();
-        ids.sort_unstable();
+    let returned = if whole {
+        let ids: Vec<Uuid> = winners.keys().copied().collect();
         let cols = format!("{TASK_COLS}, lease_started_at, {HAS_DEPS}");
         rows_by_id(ctx, tenant, &cols, &ids).await?
     } else {
-        // The lease read is the row as updated, but for columns the
-        // completion does not read.
+        // The lease read is the row as updated, in every column the
+        // completion reads.
         let mut kept = Vec::with_capacity(winners.len());
         for row in leases {
             if winners.contains_key(&rows::uuid(&row, "id")?) {
@@ -1071,35 +1051,28 @@ async fn complete_after_lease_read(
 const HAS_DEPS: &str = "EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = tasks.tenant_id \
     AND d.depends_on = tasks.id) AS has_deps";
 
-/// `cols` of the tenant's tasks in `ids` (sorted, no repeats), in one
-/// statement by primary key. On SQLite the ids drive the loop from
-/// `json_each`, which opens no temporary B-tree as `IN (…)` does; a lone id
-/// is a plain key.
-async fn rows_by_id(
+/// `cols` of the tenant's tasks in `ids` (no repeats), in one statement by
+/// primary key, for SQLite's writer: the ids drive the loop from the JSON
+/// array, which opens no temporary B-tree as `IN (…)` does; a lone id is a
+/// plain key. The tasks come in no particular order.
+async fn rows_by_id<I: ToString + serde::Serialize>(
     ctx: &mut WriteCtx,
     tenant: &str,
     cols: &str,
-    ids: &[Uuid],
+    ids: &[I],
 ) -> Result<Vec<dialect::FastRow>> {
     let (sql, ids) = match ids {
-        [id] if dialect::AVOID_TEMP_TABLES => (
+        [id] => (
             format!("SELECT {cols} FROM tasks WHERE tenant_id = $1 AND id = $2"),
             id.to_string().into(),
         ),
-        _ if dialect::AVOID_TEMP_TABLES => (
-            // The ids under a name of their own: `json_each` has an `id`
-            // column too.
-            format!(
-                "SELECT {cols} FROM (SELECT value AS k FROM json_each($2)) AS j \
-                 CROSS JOIN tasks WHERE tasks.tenant_id = $1 AND tasks.id = j.k"
-            ),
-            to_json(&ids).into(),
-        ),
+        // The ids under a name of their own: `json_each` has an `id`
+        // column too.
         _ => (
             format!(
-                "SELECT {cols} FROM tasks WHERE tenant_id = $1 AND id {}{}",
-                dialect::in_list("$2"),
-                dialect::FOR_UPDATE
+                "SELECT {cols} FROM (SELECT value AS k FROM {}) AS j \
+                 CROSS JOIN tasks WHERE tasks.tenant_id = $1 AND tasks.id = j.k",
+                dialect::json_values("$2", "a")
             ),
             to_json(&ids).into(),
         ),
@@ -1107,13 +1080,12 @@ async fn rows_by_id(
     dialect::fetch(ctx, sql, vec![tenant.into(), ids]).await
 }
 
-/// Completes the tasks in `done` (`v_id`, `v_result`, `v_now`; with
-/// writes in `WITH`, also `v_token`) in one statement and returns their
-/// rows (`whole`, or only `id` and `attempts`), each with `has_deps`:
-/// whether another task depends on it. With writes in `WITH`, the
-/// statement also checks each lease (the same test as
-/// `leases::lease_is_live`, row by row), writes the completed tasks'
-/// attempts, and with `log` (and `v_ord`, each item's place) writes the
+/// Completes the tasks in `done` (`v_id`, `v_token`, `v_result`, `v_now`,
+/// `v_ord`) in one statement with writes in `WITH` (PostgreSQL) and
+/// returns their rows (`whole`, or only `id` and `attempts`), each with
+/// `has_deps`: whether another task depends on it. The statement also
+/// checks each lease (the same test as `leases::lease_is_live`, row by
+/// row), writes the completed tasks' attempts, and with `log` writes the
 /// events it holds.
 async fn update_done(
     ctx: &mut WriteCtx,
@@ -1131,62 +1103,47 @@ async fn update_done(
     };
     let (with, mut p) = done.with_clause();
     let (status, tenant_p) = (p.next(), p.next());
-    // Whether anything depends on the task, asked in the same statement:
-    // most tasks have no dependents, and their completions then skip the
-    // separate lookup (a round trip per completion group on PostgreSQL).
-    // (On SQLite a parameter cannot be named twice, so there the tenant
-    // comes from the updated row.)
-    let has_deps = |tenant: &str, task: &str| {
-        format!(
-            "EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = {tenant} \
-             AND d.depends_on = {task}.id) AS has_deps"
-        )
-    };
     let set = format!(
         "UPDATE{OR_FAIL} tasks SET status = {status}, result = v.v_result, error = NULL, {CLEAR_LEASE}, \
          updated_at = v.v_now FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id"
     );
     let mut args = done.args_then([to.as_str().into(), tenant.into()]);
-    let sql = if dialect::WRITES_IN_WITH {
-        // The batch's earlier events first, then one per completion in the
-        // order the writes arrived, numbered from the log's last (the
-        // writer holds the tenant's lock; see `tasks::flush_events`).
-        let logging = match log {
-            None => String::new(),
-            Some(Log { earlier, event, at }) => {
-                let k = earlier.len() as i64;
-                let e = earlier.cte("e", &mut p);
-                let (k_p, event_p, at_p) = (p.next(), p.next(), p.next());
-                args.extend(earlier.into_args());
-                args.extend([k.into(), event.into(), at.0.into()]);
-                format!(
-                    "{e}, last AS (SELECT {} AS seq), \
-                     earlier AS (INSERT {INTO_EVENTS} \
-                     SELECT {tenant_p}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
-                     FROM e CROSS JOIN last WHERE e.v_ord IS NOT NULL), \
-                     logged AS (INSERT {INTO_EVENTS} \
-                     SELECT {tenant_p}, last.seq + {k_p} + row_number() OVER (ORDER BY v.v_ord), \
-                     done.id, {event_p}, '{{\"attempt\":' || done.attempts || '}}', {at_p} \
-                     FROM done JOIN v ON v.v_id = done.id CROSS JOIN last), ",
-                    tasks::last_event_seq_sql(&tenant_p),
-                )
-            }
-        };
-        format!(
-            "{with}, done AS ({set} AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
-             AND tasks.lease_expires_at > v.v_now RETURNING {cols}), \
-             {logging}closed AS (INSERT INTO attempts {ENDED_COLS} SELECT {tenant_p}, done.id, done.attempts, \
-             COALESCE(done.lease_worker, ''), COALESCE(done.lease_started_at, done.updated_at), \
-             done.updated_at, 'completed' FROM done) \
-             SELECT done.*, {} FROM done",
-            has_deps(&tenant_p, "done")
-        )
-    } else {
-        format!(
-            "{with} {set} RETURNING {cols}, {}",
-            has_deps("tasks.tenant_id", "tasks")
-        )
+    // The batch's earlier events first, then one per completion in the
+    // order the writes arrived, numbered from the log's last (the writer
+    // holds the tenant's lock; see `tasks::flush_events`).
+    let logging = match log {
+        None => String::new(),
+        Some(Log { earlier, event, at }) => {
+            let k = earlier.len() as i64;
+            let e = earlier.cte("e", &mut p);
+            let (k_p, event_p, at_p) = (p.next(), p.next(), p.next());
+            args.extend(earlier.into_args());
+            args.extend([k.into(), event.into(), at.0.into()]);
+            format!(
+                "{e}, last AS (SELECT {} AS seq), \
+                 earlier AS (INSERT {INTO_EVENTS} \
+                 SELECT {tenant_p}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
+                 FROM e CROSS JOIN last WHERE e.v_ord IS NOT NULL), \
+                 logged AS (INSERT {INTO_EVENTS} \
+                 SELECT {tenant_p}, last.seq + {k_p} + row_number() OVER (ORDER BY v.v_ord), \
+                 done.id, {event_p}, '{{\"attempt\":' || done.attempts || '}}', {at_p} \
+                 FROM done JOIN v ON v.v_id = done.id CROSS JOIN last), ",
+                tasks::last_event_seq_sql(&tenant_p),
+            )
+        }
     };
+    // Whether anything depends on the task, asked in the same statement:
+    // most tasks have no dependents, and their completions then skip the
+    // separate lookup (a round trip per completion group).
+    let sql = format!(
+        "{with}, done AS ({set} AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
+         AND tasks.lease_expires_at > v.v_now RETURNING {cols}), \
+         {logging}closed AS (INSERT INTO attempts {ENDED_COLS} SELECT {tenant_p}, done.id, done.attempts, \
+         COALESCE(done.lease_worker, ''), COALESCE(done.lease_started_at, done.updated_at), \
+         done.updated_at, 'completed' FROM done) \
+         SELECT done.*, EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = {tenant_p} \
+         AND d.depends_on = done.id) AS has_deps FROM done"
+    );
     dialect::fetch(ctx, sql, args).await
 }
 
@@ -1377,12 +1334,18 @@ pub(crate) async fn claim_many(
 /// `v_ttl` (ms, or NULL for the task's own) and `v_now`; `status` is the
 /// leased status's placeholder and `token` the token's expression.
 fn lease_set(status: &str, token: &str) -> String {
+    lease_set_of(status, token, "v.v_worker", "v.v_ttl", "v.v_now")
+}
+
+/// [`lease_set`] with the worker, the TTL (ms, or NULL for the task's own)
+/// and the time given as expressions.
+fn lease_set_of(status: &str, token: &str, worker: &str, ttl: &str, now: &str) -> String {
     format!(
         "status = {status}, attempts = attempts + 1, lease_token = {token}, \
-         lease_worker = v.v_worker, lease_attempt = attempts + 1, lease_started_at = v.v_now, \
-         lease_ttl_ms = COALESCE(v.v_ttl, lease_ttl_s * 1000), \
-         lease_expires_at = v.v_now + COALESCE(v.v_ttl, lease_ttl_s * 1000), \
-         not_before = 0, updated_at = v.v_now"
+         lease_worker = {worker}, lease_attempt = attempts + 1, lease_started_at = {now}, \
+         lease_ttl_ms = COALESCE({ttl}, lease_ttl_s * 1000), \
+         lease_expires_at = {now} + COALESCE({ttl}, lease_ttl_s * 1000), \
+         not_before = 0, updated_at = {now}"
     )
 }
 
@@ -1541,7 +1504,7 @@ async fn lease_at_once(
     Ok((grants.into_iter().map(|(_, g)| g).collect(), timing))
 }
 
-/// [`lease`] as a look at the queue, then one statement for the leases.
+/// [`lease`] as a look at the queue, then the leases: SQLite's path.
 async fn lease_after_look(
     ctx: &mut WriteCtx,
     tenant: &str,
@@ -1553,47 +1516,40 @@ async fn lease_after_look(
     if offered.is_empty() || timing.is_some_and(|t| t.expired(set.asked)) {
         return Ok((vec![], timing));
     }
-    const LEASING: &[(&str, Kind)] = &[
-        ("v_id", Kind::Text),
-        ("v_token", Kind::Text),
-        ("v_worker", Kind::Text),
-        ("v_ttl", Kind::Int),
-        ("v_now", Kind::Int),
-    ];
     // Each task's token is its claim's secret followed by the task id
     // (`leases::lease_token`): tokens differ per task and per attempt
     // without a random draw each, and name their task.
-    let mut leasing = Rows::new(LEASING);
     // (task, item, token), in the order the queue offered the tasks.
     let mut assigned: Vec<(String, usize, String)> = vec![];
     let mut offered = offered.into_iter();
+    // Each task is leased by its key and the leased rows are read back by
+    // key: one `UPDATE … FROM v … RETURNING` for all opened three
+    // temporary B-trees (`AVOID_TEMP_TABLES`; performance.md, finding 66).
+    // The look read these tasks ready in this transaction, on the one
+    // writer connection, so each update finds its row.
+    let by_key = format!(
+        "UPDATE{OR_FAIL} tasks SET {} WHERE tenant_id = $6 AND id = $7",
+        lease_set_of("$1", "$2", "$3", "$4", "$5"),
+    );
     for (i, c) in set.claims {
         let secret = leases::new_token();
         for id in offered.by_ref().take(c.max as usize) {
             let token = leases::lease_token(&secret, &id);
-            leasing.push([
-                id.as_str().into(),
+            let args = vec![
+                set.to.as_str().into(),
                 token.as_str().into(),
                 c.worker.as_str().into(),
                 c.ttl_s.map(|s| i64::from(s) * 1000).into(),
                 items[*i].now.0.into(),
-            ]);
+                tenant.into(),
+                id.as_str().into(),
+            ];
+            dialect::fetch(ctx, by_key.clone(), args).await?;
             assigned.push((id, *i, token));
         }
     }
-    let (with, mut p) = leasing.with_clause();
-    let (status, tenant_p) = (p.next(), p.next());
-    let sql = format!(
-        "{with} UPDATE{OR_FAIL} tasks SET {set} \
-         FROM v WHERE tasks.tenant_id = {tenant_p} AND tasks.id = v.v_id RETURNING {TASK_COLS}",
-        set = lease_set(&status, "v.v_token"),
-    );
-    let leased = dialect::fetch(
-        ctx,
-        sql,
-        leasing.args_then([set.to.as_str().into(), tenant.into()]),
-    )
-    .await?;
+    let ids: Vec<&str> = assigned.iter().map(|(id, _, _)| id.as_str()).collect();
+    let leased = rows_by_id(ctx, tenant, TASK_COLS, &ids).await?;
     let mut granted: HashMap<String, Task> = HashMap::with_capacity(leased.len());
     for row in &leased {
         let task = rows::task(row)?;
