@@ -91,6 +91,8 @@ impl From<bool> for Cell {
 pub(crate) struct Rows {
     cols: &'static [(&'static str, Kind)],
     cells: Vec<Cell>,
+    /// See [`Rows::read_once`].
+    once: bool,
 }
 
 impl Rows {
@@ -98,7 +100,18 @@ impl Rows {
         Rows {
             cols,
             cells: vec![],
+            once: false,
         }
+    }
+
+    /// Marks rows the statement reads once, in order, joined to nothing
+    /// (an `INSERT … SELECT … FROM v`): SQLite then takes them straight
+    /// from the statement's `VALUES` as it inserts, instead of writing them
+    /// into a temporary table first (`AVOID_TEMP_TABLES`). A join needs the
+    /// table: SQLite would otherwise re-run the `VALUES` per probe.
+    pub(crate) fn read_once(mut self) -> Self {
+        self.once = true;
+        self
     }
 
     /// Adds a row; its cells are in column order.
@@ -177,8 +190,9 @@ impl Rows {
             sql.push_str(col);
         }
         // A lone row is not worth a temporary table: SQLite folds it into
-        // the statement as constants (`AVOID_TEMP_TABLES`).
-        sql.push_str(if padded == 1 && dialect::AVOID_TEMP_TABLES {
+        // the statement as constants (`AVOID_TEMP_TABLES`). Nor are rows
+        // read once.
+        sql.push_str(if (padded == 1 || self.once) && dialect::AVOID_TEMP_TABLES {
             ") AS (VALUES "
         } else {
             ") AS MATERIALIZED (VALUES "

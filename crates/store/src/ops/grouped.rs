@@ -236,7 +236,7 @@ async fn create_many(
         made.push((Uuid::now_v7(), t, spec, p.now));
     }
     let handover = Handover::plan(ctx, tenant, &made);
-    let mut rows_in = Rows::new(COLS);
+    let mut rows_in = Rows::new(COLS).read_once();
     for (k, (id, t, spec, now)) in made.iter().enumerate() {
         let lease = handover.lease_of(k);
         rows_in.push([
@@ -656,7 +656,7 @@ pub(crate) async fn complete_many(
         ("v_now", Kind::Int),
     ];
     let mut out: Vec<Option<Result<Answer>>> = items.iter().map(|_| None).collect();
-    let mut closing = Rows::new(CLOSED);
+    let mut closing = Rows::new(CLOSED).read_once();
     let mut logged = Vec::with_capacity(returned.len());
     let mut released = Vec::with_capacity(returned.len());
     for row in &returned {
@@ -779,7 +779,7 @@ pub(crate) async fn checkpoint_many(
         ("v_seq", Kind::Int),
         ("v_now", Kind::Int),
     ];
-    let (mut written, mut renewed) = (Rows::new(WRITTEN), Rows::new(RENEWED));
+    let (mut written, mut renewed) = (Rows::new(WRITTEN).read_once(), Rows::new(RENEWED));
     let mut logged = Vec::with_capacity(writes.len());
     let mut tried: HashSet<Uuid> = HashSet::with_capacity(writes.len());
     for (i, cp, now) in writes {

@@ -250,7 +250,7 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
             let Some(tenant) = chunk.first().map(|e| e.tenant.as_str()) else {
                 continue;
             };
-            let mut rows_in = Rows::new(EVENT_COLS);
+            let mut rows_in = Rows::new(EVENT_COLS).read_once();
             for (ord, e) in (1i64..).zip(chunk) {
                 rows_in.push(e.cells(ord));
             }
