@@ -192,11 +192,13 @@ impl Rows {
         // A lone row is not worth a temporary table: SQLite folds it into
         // the statement as constants (`AVOID_TEMP_TABLES`). Nor are rows
         // read once.
-        sql.push_str(if (padded == 1 || self.once) && dialect::AVOID_TEMP_TABLES {
-            ") AS (VALUES "
-        } else {
-            ") AS MATERIALIZED (VALUES "
-        });
+        sql.push_str(
+            if (padded == 1 || self.once) && dialect::AVOID_TEMP_TABLES {
+                ") AS (VALUES "
+            } else {
+                ") AS MATERIALIZED (VALUES "
+            },
+        );
         for r in 0..padded {
             sql.push_str(if r == 0 { "(" } else { ", (" });
             for c in 0..width {
@@ -336,6 +338,20 @@ mod tests {
         assert_eq!(
             sql,
             format!("WITH v(v_id, v_n) AS {table}(VALUES ({}, {}))", p[0], p[1])
+        );
+
+        // Rows read once: SQLite takes them straight from `VALUES`.
+        let mut once = Rows::new(COLS).read_once();
+        for n in 0..2 {
+            once.push([Cell::from(format!("t{n}")), Cell::from(n)]);
+        }
+        let (sql, _) = once.with_clause();
+        assert_eq!(
+            sql,
+            format!(
+                "WITH v(v_id, v_n) AS {table}(VALUES ({}, {}), ({}, {}))",
+                p[0], p[1], p[2], p[3]
+            )
         );
     }
 
