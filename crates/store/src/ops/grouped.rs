@@ -1516,10 +1516,10 @@ async fn lease_after_look(
     if offered.is_empty() || timing.is_some_and(|t| t.expired(set.asked)) {
         return Ok((vec![], timing));
     }
-    // Each task's token is its claim's secret followed by the task id
+    // (task, item, token), in the order the queue offered the tasks. Each
+    // task's token is its claim's secret followed by the task id
     // (`leases::lease_token`): tokens differ per task and per attempt
     // without a random draw each, and name their task.
-    // (task, item, token), in the order the queue offered the tasks.
     let mut assigned: Vec<(String, usize, String)> = vec![];
     let mut offered = offered.into_iter();
     // Each task is leased by its key and the leased rows are read back by
