@@ -1330,16 +1330,10 @@ pub(crate) async fn claim_many(
     Ok(out)
 }
 
-/// The `SET` of a lease, from rows `v` holding each lease's `v_worker`,
-/// `v_ttl` (ms, or NULL for the task's own) and `v_now`; `status` is the
-/// leased status's placeholder and `token` the token's expression.
-fn lease_set(status: &str, token: &str) -> String {
-    lease_set_of(status, token, "v.v_worker", "v.v_ttl", "v.v_now")
-}
-
-/// [`lease_set`] with the worker, the TTL (ms, or NULL for the task's own)
-/// and the time given as expressions.
-fn lease_set_of(status: &str, token: &str, worker: &str, ttl: &str, now: &str) -> String {
+/// The `SET` of a lease, each part an SQL expression: `status` the leased
+/// status, `token` the lease token, `worker`, `ttl` (ms, or NULL for the
+/// task's own) and `now`.
+fn lease_set(status: &str, token: &str, worker: &str, ttl: &str, now: &str) -> String {
     format!(
         "status = {status}, attempts = attempts + 1, lease_token = {token}, \
          lease_worker = {worker}, lease_attempt = attempts + 1, lease_started_at = {now}, \
@@ -1454,7 +1448,13 @@ async fn lease_at_once(
          leased AS (UPDATE tasks SET {set} \
          FROM pick JOIN v ON pick.p_rank > v.v_lo AND pick.p_rank <= v.v_hi \
          WHERE tasks.tenant_id = {t} AND tasks.id = pick.p_id RETURNING {TASK_COLS}, pick.p_rank) ",
-        set = lease_set(&status, "v.v_secret || tasks.id"),
+        set = lease_set(
+            &status,
+            "v.v_secret || tasks.id",
+            "v.v_worker",
+            "v.v_ttl",
+            "v.v_now"
+        ),
     );
     if ask_time {
         // One row even when nothing is leased, for the timing. Both read
@@ -1529,7 +1529,7 @@ async fn lease_after_look(
     // writer connection, so each update finds its row.
     let by_key = format!(
         "UPDATE{OR_FAIL} tasks SET {} WHERE tenant_id = $6 AND id = $7",
-        lease_set_of("$1", "$2", "$3", "$4", "$5"),
+        lease_set("$1", "$2", "$3", "$4", "$5"),
     );
     for (i, c) in set.claims {
         let secret = leases::new_token();
