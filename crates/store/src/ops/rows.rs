@@ -18,6 +18,10 @@ use crate::{Result, StoreError};
 pub(crate) trait Get {
     /// Column `name`, decoded.
     fn col<T: Col>(&self, name: &str) -> Result<T>;
+
+    /// Text column `name`, borrowed from the row: for columns that are
+    /// parsed (ids, JSON, statuses), which need no copy of their own.
+    fn text(&self, name: &str) -> Result<Option<&str>>;
 }
 
 /// A column type both kinds of row decode.
@@ -30,12 +34,24 @@ impl Get for DbRow {
     fn col<T: Col>(&self, name: &str) -> Result<T> {
         Ok(self.try_get(name)?)
     }
+
+    fn text(&self, name: &str) -> Result<Option<&str>> {
+        Ok(self.try_get(name)?)
+    }
 }
 
 impl Get for FfiRow {
     fn col<T: Col>(&self, name: &str) -> Result<T> {
         let v = self.val(name)?;
         T::from_val(v).ok_or_else(|| corrupt(name, format!("unexpected {v:?}")))
+    }
+
+    fn text(&self, name: &str) -> Result<Option<&str>> {
+        match self.val(name)? {
+            Val::Text(s) => Ok(Some(s)),
+            Val::Null => Ok(None),
+            v => Err(corrupt(name, format!("unexpected {v:?}"))),
+        }
     }
 }
 
@@ -97,25 +113,29 @@ fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{col}: {e}"))
 }
 
+/// Text column `col`, which must not be NULL.
+fn some_text<'r>(row: &'r impl Get, col: &str) -> Result<&'r str> {
+    row.text(col)?
+        .ok_or_else(|| corrupt(col, "unexpected NULL"))
+}
+
 pub(crate) fn json<T: DeserializeOwned>(row: &impl Get, col: &str) -> Result<T> {
-    let s: String = row.col(col)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(col, e))
+    serde_json::from_str(some_text(row, col)?).map_err(|e| corrupt(col, e))
 }
 
 pub(crate) fn opt_json(row: &impl Get, col: &str) -> Result<Option<Value>> {
-    let s: Option<String> = row.col(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(col, e)))
+    row.text(col)?
+        .map(|s| serde_json::from_str(s).map_err(|e| corrupt(col, e)))
         .transpose()
 }
 
 pub(crate) fn uuid(row: &impl Get, col: &str) -> Result<Uuid> {
-    let s: String = row.col(col)?;
-    Uuid::parse_str(&s).map_err(|e| corrupt(col, e))
+    Uuid::parse_str(some_text(row, col)?).map_err(|e| corrupt(col, e))
 }
 
 fn opt_uuid(row: &impl Get, col: &str) -> Result<Option<Uuid>> {
-    let s: Option<String> = row.col(col)?;
-    s.map(|s| Uuid::parse_str(&s).map_err(|e| corrupt(col, e)))
+    row.text(col)?
+        .map(|s| Uuid::parse_str(s).map_err(|e| corrupt(col, e)))
         .transpose()
 }
 
@@ -139,15 +159,31 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub(crate) fn status(row: &impl Get) -> Result<TaskStatus> {
-    let s: String = row.col("status")?;
-    TaskStatus::parse(&s).ok_or_else(|| corrupt("status", s))
+    let s = some_text(row, "status")?;
+    TaskStatus::parse(s).ok_or_else(|| corrupt("status", s))
 }
 
 pub(crate) fn task(row: &impl Get) -> Result<Task> {
+    // In `TASK_COLS` order, where an `FfiRow` finds each column at once.
+    let id = uuid(row, "id")?;
+    let title = row.col("title")?;
+    let goal = row.col("goal")?;
+    let acceptance = json(row, "acceptance")?;
+    let labels = json(row, "labels")?;
+    let priority = row.col("priority")?;
     let status = status(row)?;
+    let held = row.col("held")?;
+    let parent_id = opt_uuid(row, "parent_id")?;
+    let depends_on = json(row, "depends_on")?;
+    let pending_dependencies = u32_col(row, "pending_deps")?;
+    let max_attempts = u32_col(row, "max_attempts")?;
+    let failed_attempts = u32_col(row, "failed_attempts")?;
+    let attempts = u32_col(row, "attempts")?;
+    let lease_ttl_s = u32_col(row, "lease_ttl_s")?;
+    let not_before: i64 = row.col("not_before")?;
     let lease_worker: Option<String> = row.col("lease_worker")?;
-    let lease_expires: Option<i64> = row.col("lease_expires_at")?;
     let lease_attempt: Option<i64> = row.col("lease_attempt")?;
+    let lease_expires: Option<i64> = row.col("lease_expires_at")?;
     let lease = match (status, lease_worker, lease_expires, lease_attempt) {
         (TaskStatus::Running, Some(worker), Some(exp), Some(n)) => Some(LeaseInfo {
             worker,
@@ -156,23 +192,22 @@ pub(crate) fn task(row: &impl Get) -> Result<Task> {
         }),
         _ => None,
     };
-    let not_before: i64 = row.col("not_before")?;
     Ok(Task {
-        id: uuid(row, "id")?,
-        title: row.col("title")?,
-        goal: row.col("goal")?,
-        acceptance: json(row, "acceptance")?,
-        labels: json(row, "labels")?,
-        priority: row.col("priority")?,
+        id,
+        title,
+        goal,
+        acceptance,
+        labels,
+        priority,
         status,
-        held: row.col("held")?,
-        parent_id: opt_uuid(row, "parent_id")?,
-        depends_on: json(row, "depends_on")?,
-        pending_dependencies: u32_col(row, "pending_deps")?,
-        max_attempts: u32_col(row, "max_attempts")?,
-        failed_attempts: u32_col(row, "failed_attempts")?,
-        attempts: u32_col(row, "attempts")?,
-        lease_ttl_s: u32_col(row, "lease_ttl_s")?,
+        held,
+        parent_id,
+        depends_on,
+        pending_dependencies,
+        max_attempts,
+        failed_attempts,
+        attempts,
+        lease_ttl_s,
         not_before: (status == TaskStatus::Ready && not_before > 0)
             .then_some(Timestamp(not_before)),
         lease,
@@ -188,14 +223,14 @@ pub(crate) fn task(row: &impl Get) -> Result<Task> {
 }
 
 pub(crate) fn attempt(row: &impl Get) -> Result<Attempt> {
-    let outcome: String = row.col("outcome")?;
+    let outcome = some_text(row, "outcome")?;
     let ended: Option<i64> = row.col("ended_at")?;
     Ok(Attempt {
         n: u32_col(row, "n")?,
         worker: row.col("worker")?,
         started_at: ts(row, "started_at")?,
         ended_at: ended.map(Timestamp),
-        outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| corrupt("outcome", outcome))?,
+        outcome: AttemptOutcome::parse(outcome).ok_or_else(|| corrupt("outcome", outcome))?,
         notes: row.col("notes")?,
         error: row.col("error")?,
     })
