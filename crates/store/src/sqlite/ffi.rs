@@ -346,6 +346,16 @@ mod tests {
         opts.connect().await.expect("in-memory database")
     }
 
+    /// An in-memory database with table `t` made by `ddl`.
+    async fn open_with(ddl: &str) -> SqliteConnection {
+        let mut conn = open().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+            .execute(&mut conn)
+            .await
+            .expect("table");
+        conn
+    }
+
     #[tokio::test]
     async fn numbered_parameters_take_their_argument_wherever_they_appear() {
         let mut conn = open().await;
@@ -377,11 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_statement_says_why_and_leaves_the_connection_usable() {
-        let mut conn = open().await;
-        sqlx::raw_sql("CREATE TABLE t (k INTEGER PRIMARY KEY)")
-            .execute(&mut conn)
-            .await
-            .expect("table");
+        let mut conn = open_with("CREATE TABLE t (k INTEGER PRIMARY KEY)").await;
         let mut h = Handle::of(&mut conn).await.expect("handle");
         h.fetch("INSERT INTO t (k) VALUES (?)", &[Cell::Int(Some(1))])
             .expect("first insert");
@@ -410,11 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn text_bound_in_place_is_kept_after_its_argument_is_gone() {
-        let mut conn = open().await;
-        sqlx::raw_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
-            .execute(&mut conn)
-            .await
-            .expect("table");
+        let mut conn = open_with("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").await;
         let mut h = Handle::of(&mut conn).await.expect("handle");
         for (k, v) in [(1, "first"), (2, "second, longer")] {
             let args = vec![Cell::Int(Some(k)), Cell::Text(Some(v.to_owned()))];
