@@ -55,6 +55,8 @@ pub(crate) struct FfiRow {
     /// found. Decoders read a row's columns mostly in the order they were
     /// selected, so most lookups match at once; a scan of all ~30 task
     /// columns for each of them was 2 % of the writer's instructions.
+    /// The writer's statements name each column once; were a name
+    /// repeated, a lookup would find whichever comes first from here.
     next: std::cell::Cell<usize>,
 }
 
