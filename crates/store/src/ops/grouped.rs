@@ -986,7 +986,8 @@ async fn complete_after_lease_read(
         "id, status, lease_token, lease_expires_at".to_owned()
     } else {
         format!(
-            "id, status, lease_token, lease_expires_at, attempts, lease_worker, lease_started_at, {HAS_DEPS}"
+            "id, status, lease_token, lease_expires_at, attempts, lease_worker, lease_started_at, {}",
+            has_deps("tasks.tenant_id", "tasks")
         )
     };
     let leases = rows_by_id(ctx, tenant, &cols, &ids).await?;
@@ -1024,14 +1025,17 @@ async fn complete_after_lease_read(
             tenant.into(),
             id.to_string().into(),
         ];
-        dialect::fetch(ctx, by_key.clone(), args).await?;
+        dialect::fetch(ctx, &by_key, args).await?;
     }
     if winners.is_empty() {
         return Ok((vec![], winners, false));
     }
     let returned = if whole {
         let ids: Vec<Uuid> = winners.keys().copied().collect();
-        let cols = format!("{TASK_COLS}, lease_started_at, {HAS_DEPS}");
+        let cols = format!(
+            "{TASK_COLS}, lease_started_at, {}",
+            has_deps("tasks.tenant_id", "tasks")
+        );
         rows_by_id(ctx, tenant, &cols, &ids).await?
     } else {
         // The lease read is the row as updated, in every column the
@@ -1047,9 +1051,16 @@ async fn complete_after_lease_read(
     Ok((returned, winners, false))
 }
 
-/// Whether another task depends on the task of the row, as a column.
-const HAS_DEPS: &str = "EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = tasks.tenant_id \
-    AND d.depends_on = tasks.id) AS has_deps";
+/// Whether another task depends on task `task` (a row's alias) of
+/// `tenant`, as the column `has_deps`: most tasks have none, and a
+/// completion that asks in the statement it already makes skips a lookup
+/// of its own (a round trip per completion group on PostgreSQL).
+fn has_deps(tenant: &str, task: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = {tenant} \
+         AND d.depends_on = {task}.id) AS has_deps"
+    )
+}
 
 /// `cols` of the tenant's tasks in `ids` (no repeats), in one statement by
 /// primary key, for SQLite's writer: the ids drive the loop from the JSON
@@ -1132,17 +1143,14 @@ async fn update_done(
             )
         }
     };
-    // Whether anything depends on the task, asked in the same statement:
-    // most tasks have no dependents, and their completions then skip the
-    // separate lookup (a round trip per completion group).
     let sql = format!(
         "{with}, done AS ({set} AND tasks.status = 'running' AND tasks.lease_token = v.v_token \
          AND tasks.lease_expires_at > v.v_now RETURNING {cols}), \
          {logging}closed AS (INSERT INTO attempts {ENDED_COLS} SELECT {tenant_p}, done.id, done.attempts, \
          COALESCE(done.lease_worker, ''), COALESCE(done.lease_started_at, done.updated_at), \
          done.updated_at, 'completed' FROM done) \
-         SELECT done.*, EXISTS (SELECT 1 FROM task_deps d WHERE d.tenant_id = {tenant_p} \
-         AND d.depends_on = done.id) AS has_deps FROM done"
+         SELECT done.*, {} FROM done",
+        has_deps(&tenant_p, "done")
     );
     dialect::fetch(ctx, sql, args).await
 }
@@ -1544,7 +1552,7 @@ async fn lease_after_look(
                 tenant.into(),
                 id.as_str().into(),
             ];
-            dialect::fetch(ctx, by_key.clone(), args).await?;
+            dialect::fetch(ctx, &by_key, args).await?;
             assigned.push((id, *i, token));
         }
     }

@@ -107,14 +107,15 @@ mod dialect {
         Ok(())
     }
 
-    /// Runs one of the writer's set-based statements.
+    /// Runs one of the writer's set-based statements. sqlx takes the
+    /// text owned, so a borrowed one is copied here.
     pub(crate) async fn fetch(
         ctx: &mut WriteCtx,
-        sql: String,
+        sql: impl AsRef<str> + Into<String>,
         args: Vec<super::bulk::Cell>,
     ) -> Result<Vec<FastRow>> {
         use super::bulk::Cell;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.into()));
         for cell in args {
             q = match cell {
                 Cell::Text(v) => q.bind(v),

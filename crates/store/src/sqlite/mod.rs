@@ -100,11 +100,12 @@ mod dialect {
     /// reads its own table (so the insert cannot see its own rows), a
     /// `RETURNING` buffer. An idle queue's create and the lease it grants
     /// opened 13 of them per task; avoiding them took a fifth off the
-    /// writer's instructions there (performance.md, finding 65). The writer avoids them where it can
-    /// know the answer another way: a lone row is not materialized, and a
-    /// read the insert would make of its own table is made by a statement
-    /// of its own just before it, on the same connection, in the same
-    /// transaction, with nothing written in between.
+    /// writer's instructions there (performance.md, finding 65). The
+    /// writer avoids them where it can know the answer another way: a lone
+    /// row is not materialized, and a read the insert would make of its own
+    /// table is made by a statement of its own just before it, on the same
+    /// connection, in the same transaction, with nothing written in
+    /// between.
     pub(crate) const AVOID_TEMP_TABLES: bool = true;
 
     /// What the set-based statements run on: the writer connection's raw
@@ -117,13 +118,15 @@ mod dialect {
         Fast::of(conn).await
     }
 
-    /// Runs one of the writer's set-based statements, in place.
+    /// Runs one of the writer's set-based statements, in place. The text
+    /// may be borrowed: a statement run once per row (`grouped.rs`) is
+    /// then not copied for each.
     pub(crate) async fn fetch(
         ctx: &mut WriteCtx,
-        sql: String,
+        sql: impl AsRef<str> + Into<String>,
         args: Vec<super::bulk::Cell>,
     ) -> Result<Vec<FastRow>> {
-        ctx.fast.fetch(&sql, &args)
+        ctx.fast.fetch(sql.as_ref(), &args)
     }
 
     /// Opens a write transaction (a deferred BEGIN that later writes can fail with SQLITE_BUSY).
