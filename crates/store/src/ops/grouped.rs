@@ -281,6 +281,53 @@ async fn create_many(
     };
     // PostgreSQL's insert asks `g.ok` itself and says which rows it leased.
     let guard_inside = leasing && !dialect::AVOID_TEMP_TABLES;
+    // The creations are logged first, then the leases the insert grants,
+    // as a claim's own statement would log them after the insert.
+    let mark = ctx.events.mark();
+    let created_log = made
+        .iter()
+        .map(|(id, t, spec, _)| {
+            let data = CreatedData {
+                depends_on: &[],
+                parent_id: None,
+                status: t.to,
+                title: &spec.title,
+            };
+            (Some(*id), t.event, to_json(&data))
+        })
+        .collect();
+    events(ctx, tenant, created_log, latest(items));
+    // On PostgreSQL, when the insert may serve parked claims (an idle
+    // queue's path: a create, the grant to the worker waiting for it,
+    // nothing else), the insert writes the batch's events itself, the
+    // leases among them only if it granted them (`g.ok`): the events'
+    // own statement before COMMIT was one round trip in four on that
+    // path (performance.md, finding 68). Only when every event waiting is
+    // this tenant's, so the log keeps the order they were recorded in.
+    let inline_log = if guard_inside {
+        let leases = ctx.events.mark();
+        let granted = handover.log_leases(ctx, tenant, &made, None)?;
+        match ctx.events.unwritten_of(tenant) {
+            Some(waiting) if waiting.len() <= MAX_ROWS => {
+                let mut rows = Rows::new(EVENT_COLS);
+                for (ord, e) in (1i64..).zip(waiting) {
+                    rows.push(e.cells(ord));
+                }
+                Some(InlineLog {
+                    rows,
+                    unconditional: (waiting.len() - granted) as i64,
+                    leases,
+                })
+            }
+            _ => {
+                ctx.events.rewind(leases);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let leases_mark = inline_log.as_ref().map(|l| l.leases);
     let sql = if !leasing {
         format!(
             "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
@@ -313,8 +360,35 @@ async fn create_many(
             )
         };
         let t = p.next();
+        // PostgreSQL: with the log to write (`inline_log`, above) the
+        // insert becomes one of the statement's `WITH` writes, beside the
+        // events'.
+        let (head, tail) = match &inline_log {
+            None => (String::new(), ""),
+            Some(log) => (
+                format!(
+                    ", {}, last AS (SELECT {} AS seq), ins AS (",
+                    log.rows.cte("e", &mut p),
+                    tasks::last_event_seq_sql(&t),
+                ),
+                ")",
+            ),
+        };
+        let logged = match &inline_log {
+            None => String::new(),
+            Some(_) => {
+                let k = p.next();
+                format!(
+                    ", logged AS (INSERT {INTO_EVENTS} \
+                     SELECT {t}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
+                     FROM e CROSS JOIN last CROSS JOIN g \
+                     WHERE e.v_ord IS NOT NULL AND (e.v_ord <= {k} OR g.ok)) \
+                     SELECT id, status FROM ins"
+                )
+            }
+        };
         format!(
-            "{with}{guard} \
+            "{with}{guard}{head} \
              INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
              parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
              attempts, lease_token, lease_worker, lease_attempt, lease_started_at, lease_ttl_ms, \
@@ -328,11 +402,11 @@ async fn create_many(
              CASE WHEN {leased} THEN v_ttl_ms END, \
              CASE WHEN {leased} THEN v_leased_at + v_ttl_ms END, \
              v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
-             FROM {from} WHERE v_id IS NOT NULL{returning}",
+             FROM {from} WHERE v_id IS NOT NULL{returning}{tail}{logged}",
             running = "'running'",
         )
     };
-    let args = if guard_inside {
+    let mut args = if guard_inside {
         let asked = handover.asked().0;
         rows_in.args_then([
             tenant.into(),
@@ -344,10 +418,15 @@ async fn create_many(
     } else {
         rows_in.args_then([tenant.into()])
     };
+    if let Some(log) = inline_log {
+        args.extend(log.rows.into_args());
+        args.push(log.unconditional.into());
+    }
     let returned = dialect::fetch(ctx, sql, args).await;
     let returned = match returned {
         Ok(r) => r,
         Err(e) => {
+            ctx.events.rewind(mark);
             handover.give_back(ctx);
             return Err(e);
         }
@@ -361,16 +440,8 @@ async fn create_many(
             leased.insert(rows::uuid(row, "id")?);
         }
     }
-    let mut logged = Vec::with_capacity(made.len());
     let mut out = Vec::with_capacity(made.len());
     for (id, t, spec, now) in &made {
-        let data = CreatedData {
-            depends_on: &[],
-            parent_id: None,
-            status: t.to,
-            title: &spec.title,
-        };
-        logged.push((Some(*id), t.event, to_json(&data)));
         if t.to == TaskStatus::Ready && !leased.contains(id) {
             ctx.wake.ready(tenant, !spec.labels.is_empty());
         }
@@ -378,9 +449,27 @@ async fn create_many(
         // as when the parked claim leases it with a statement of its own.
         out.push(Some(Ok(created(*id, spec, t.to, *now))));
     }
-    events(ctx, tenant, logged, latest(items));
-    handover.settle(ctx, tenant, &made, &leased)?;
+    if let Some(leases) = leases_mark {
+        // The statement wrote the leases' events only if it granted them.
+        if leased.is_empty() {
+            ctx.events.rewind(leases);
+        }
+        ctx.events.all_written();
+    }
+    handover.settle(ctx, tenant, &made, &leased, leases_mark.is_none())?;
     Ok(out)
+}
+
+/// The events a create group's insert writes itself (PostgreSQL, see
+/// `create_many`): every event of the batch not yet written, numbered from
+/// the log's last; the last of them are the leases the insert may grant.
+struct InlineLog {
+    rows: Rows,
+    /// How many of `rows` are written whatever `g.ok` says: all but the
+    /// leases.
+    unconditional: i64,
+    /// Where the leases' events start in the batch's events.
+    leases: tasks::EventsMark,
 }
 
 /// Parked claims served by the insert that creates their tasks, the
@@ -533,14 +622,49 @@ impl Handover {
         }
     }
 
-    /// Answers each taken claim with what the insert leased it, and logs
-    /// the leases after the creations, as a claim's own statement would.
+    /// Logs the leases the insert grants (each planned one, or those in
+    /// `leased`) after the creations, in the queue's order, as a claim's
+    /// own statement would; returns how many.
+    fn log_leases(
+        &self,
+        ctx: &mut WriteCtx,
+        tenant: &str,
+        made: &[Made<'_>],
+        leased: Option<&HashSet<Uuid>>,
+    ) -> Result<usize> {
+        let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
+        let mut logged = Vec::with_capacity(self.order.len());
+        for &k in &self.order {
+            let (Some(plan), (id, ..)) = (&self.leases[k], &made[k]) else {
+                continue;
+            };
+            if leased.is_some_and(|l| !l.contains(id)) {
+                continue;
+            }
+            let claim = &self.taken[plan.claim];
+            let data = LeasedData {
+                attempt: 1,
+                expires_at: Timestamp(claim.now.0 + plan.ttl_ms),
+                worker: &claim.params.worker,
+            };
+            logged.push((Some(*id), t.event, to_json(&data)));
+        }
+        let n = logged.len();
+        // A group's events carry one time: the latest of its claims'.
+        let at = Timestamp(self.taken.iter().map(|t| t.now.0).max().unwrap_or(0));
+        events(ctx, tenant, logged, at);
+        Ok(n)
+    }
+
+    /// Answers each taken claim with what the insert leased it, and with
+    /// `log` logs the leases ([`log_leases`](Self::log_leases)).
     fn settle(
         self,
         ctx: &mut WriteCtx,
         tenant: &str,
         made: &[Made<'_>],
         leased: &HashSet<Uuid>,
+        log: bool,
     ) -> Result<()> {
         if self.taken.is_empty() {
             return Ok(());
@@ -550,9 +674,11 @@ impl Handover {
             return Ok(());
         }
         let t = transition(Some(TaskStatus::Ready), Command::Lease)?;
+        if log {
+            self.log_leases(ctx, tenant, made, Some(leased))?;
+        }
         let mut outs: Vec<ClaimOutcome> =
             self.taken.iter().map(|_| ClaimOutcome::default()).collect();
-        let mut logged = Vec::with_capacity(self.order.len());
         for &k in &self.order {
             let (Some(plan), (id, _, spec, now)) = (&self.leases[k], &made[k]) else {
                 continue;
@@ -572,12 +698,6 @@ impl Handover {
                 attempt: 1,
                 expires_at,
             });
-            let data = LeasedData {
-                attempt: 1,
-                expires_at,
-                worker: &claim.params.worker,
-            };
-            logged.push((Some(*id), t.event, to_json(&data)));
             outs[plan.claim].granted.push(Claimed {
                 lease: plan.token.clone(),
                 attempt: 1,
@@ -588,9 +708,6 @@ impl Handover {
         for (slot, out) in ctx.parked[self.first..].iter_mut().zip(outs) {
             slot.2 = Some(out);
         }
-        // A group's events carry one time: the latest of its claims'.
-        let at = Timestamp(self.taken.iter().map(|t| t.now.0).max().unwrap_or(0));
-        events(ctx, tenant, logged, at);
         Ok(())
     }
 }
