@@ -822,6 +822,18 @@ mod tests {
         );
         assert!(parked.granted().now_or_never().is_none());
     }
+    /// The tenant's whole log, checked to be numbered from 1 without gaps.
+    async fn gapless_log(store: &super::super::Backend) -> Vec<aruntime_core::Event> {
+        let events = store
+            .event_list("default", &aruntime_api::EventQuery::default())
+            .await
+            .unwrap()
+            .events;
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+        events
+    }
+
     /// A create that finds a claim parked for it inserts the task already
     /// leased to that claim (`grouped::Handover`). Everything the claim
     /// and the log say must be what a claim's own statement would have
@@ -858,16 +870,10 @@ mod tests {
             read.lease.as_ref().map(|l| l.expires_at),
             Some(got.expires_at)
         );
-        let log = store
-            .event_list("default", &aruntime_api::EventQuery::default())
-            .await
-            .unwrap();
         // On PostgreSQL the insert writes these events itself (finding 68):
         // numbered on from the log, with the data a claim would log.
-        let seqs: Vec<i64> = log.events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, (1..=log.events.len() as i64).collect::<Vec<_>>());
+        let log = gapless_log(&store).await;
         let ours: Vec<(&str, &serde_json::Value, Timestamp)> = log
-            .events
             .iter()
             .filter(|e| e.task_id == Some(created.id))
             .map(|e| (e.kind.as_str(), &e.data, e.at))
@@ -945,14 +951,8 @@ mod tests {
         assert_eq!(newer.attempts, 0);
         // The lease the insert planned and did not grant is not logged;
         // the one the claim took instead is, once, after the creation.
-        let log = store
-            .event_list("default", &aruntime_api::EventQuery::default())
-            .await
-            .unwrap();
-        let seqs: Vec<i64> = log.events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, (1..=log.events.len() as i64).collect::<Vec<_>>());
+        let log = gapless_log(&store).await;
         let ours: Vec<(Option<uuid::Uuid>, &str)> = log
-            .events
             .iter()
             .filter(|e| e.task_id == Some(older.id) || e.task_id == Some(newer.id))
             .map(|e| (e.task_id, e.kind.as_str()))
