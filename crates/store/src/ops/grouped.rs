@@ -364,26 +364,22 @@ async fn create_many(
         // insert becomes one of the statement's `WITH` writes, beside the
         // events'.
         let (head, tail) = match &inline_log {
-            None => (String::new(), ""),
-            Some(log) => (
-                format!(
-                    ", {}, last AS (SELECT {} AS seq), ins AS (",
-                    log.rows.cte("e", &mut p),
-                    tasks::last_event_seq_sql(&t),
-                ),
-                ")",
-            ),
-        };
-        let logged = match &inline_log {
-            None => String::new(),
-            Some(_) => {
+            None => (String::new(), String::new()),
+            Some(log) => {
+                let e = log.rows.cte("e", &mut p);
                 let k = p.next();
-                format!(
-                    ", logged AS (INSERT {INTO_EVENTS} \
-                     SELECT {t}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
-                     FROM e CROSS JOIN last CROSS JOIN g \
-                     WHERE e.v_ord IS NOT NULL AND (e.v_ord <= {k} OR g.ok)) \
-                     SELECT id, status FROM ins"
+                (
+                    format!(
+                        ", {e}, last AS (SELECT {} AS seq), ins AS (",
+                        tasks::last_event_seq_sql(&t)
+                    ),
+                    format!(
+                        "), logged AS (INSERT {INTO_EVENTS} \
+                         SELECT {t}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
+                         FROM e CROSS JOIN last CROSS JOIN g \
+                         WHERE e.v_ord IS NOT NULL AND (e.v_ord <= {k} OR g.ok)) \
+                         SELECT id, status FROM ins"
+                    ),
                 )
             }
         };
@@ -402,7 +398,7 @@ async fn create_many(
              CASE WHEN {leased} THEN v_ttl_ms END, \
              CASE WHEN {leased} THEN v_leased_at + v_ttl_ms END, \
              v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
-             FROM {from} WHERE v_id IS NOT NULL{returning}{tail}{logged}",
+             FROM {from} WHERE v_id IS NOT NULL{returning}{tail}",
             running = "'running'",
         )
     };
