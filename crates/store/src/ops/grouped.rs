@@ -19,6 +19,7 @@
 //! the batch again with a savepoint around each group; the failing group is
 //! then rolled back to its savepoint and each of its writes runs alone.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use aruntime_api::NewTask;
@@ -236,9 +237,28 @@ async fn create_many(
         made.push((Uuid::now_v7(), t, spec, p.now));
     }
     let handover = Handover::plan(ctx, tenant, &made);
+    // SQLite asks `g.ok` (below) by a statement of its own, then inserts
+    // the rows leased or not as the answer says: the insert then reads no
+    // table of its own and returns nothing, so SQLite stages nothing
+    // (`AVOID_TEMP_TABLES`). A statement that succeeds has inserted every
+    // row (`OR FAIL` skips none), so neither backend returns the ids.
+    let leasing = if handover.taken.is_empty() {
+        false
+    } else if dialect::AVOID_TEMP_TABLES {
+        match handover.queue_is_clear(ctx, tenant).await {
+            Ok(clear) => clear,
+            Err(e) => {
+                handover.give_back(ctx);
+                return Err(e);
+            }
+        }
+    } else {
+        true
+    };
     let mut rows_in = Rows::new(COLS).read_once();
     for (k, (id, t, spec, now)) in made.iter().enumerate() {
-        let lease = handover.lease_of(k);
+        // A row's lease, if the insert may grant it.
+        let lease = handover.lease_of(k).filter(|_| leasing);
         rows_in.push([
             id.to_string().into(),
             spec.title.as_str().into(),
@@ -259,26 +279,6 @@ async fn create_many(
             lease.map(|l| handover.taken[l.claim].now.0).into(),
         ]);
     }
-    // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
-    let (with, mut p) = rows_in.with_clause();
-    // SQLite asks `g.ok` (below) by a statement of its own, then inserts
-    // the rows leased or not as the answer says: the insert then reads no
-    // table of its own and returns nothing, so SQLite stages nothing
-    // (`AVOID_TEMP_TABLES`). A statement that succeeds has inserted every
-    // row (`OR FAIL` skips none), so neither backend returns the ids.
-    let leasing = if handover.taken.is_empty() {
-        false
-    } else if dialect::AVOID_TEMP_TABLES {
-        match handover.queue_is_clear(ctx, tenant).await {
-            Ok(clear) => clear,
-            Err(e) => {
-                handover.give_back(ctx);
-                return Err(e);
-            }
-        }
-    } else {
-        true
-    };
     // PostgreSQL's insert asks `g.ok` itself and says which rows it leased.
     let guard_inside = leasing && !dialect::AVOID_TEMP_TABLES;
     // The creations are logged first, then the leases the insert grants,
@@ -328,79 +328,85 @@ async fn create_many(
         None
     };
     let leases_mark = inline_log.as_ref().map(|l| l.leases);
-    let sql = if !leasing {
-        format!(
-            "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
-             parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
-             created_at, updated_at) \
-             SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
-             NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
-             FROM v WHERE v_id IS NOT NULL",
-            tenant = p.next(),
-        )
+    let sql = if dialect::AVOID_TEMP_TABLES && made.len() == 1 {
+        Cow::Borrowed(LONE_INSERT)
     } else {
-        // `g.ok`: nothing else is claimable and no lease has expired (the
-        // claims' look would record it first), so each claim's look would
-        // offer exactly these tasks, in the order `plan` handed them out.
-        // Otherwise every row goes in ready and the claims look as usual.
-        // Materialized: PostgreSQL would otherwise inline `g` into every
-        // `CASE`, its two probes run once per column that reads it.
-        let (guard, from, leased, returning) = if !guard_inside {
-            (String::new(), "v", "(v_token IS NOT NULL)", "")
+        // The writer's batches are capped at `MAX_ROWS` writes, so one statement.
+        let (with, mut p) = rows_in.with_clause();
+        if !leasing {
+            Cow::Owned(format!(
+                "{with} INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+                 parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
+                 created_at, updated_at) \
+                 SELECT {tenant}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, v_status, v_held, \
+                 NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, v_now, v_now \
+                 FROM v WHERE v_id IS NOT NULL",
+                tenant = p.next(),
+            ))
         } else {
-            let (t1, now1, t2, now2) = (p.next(), p.next(), p.next(), p.next());
-            (
-                format!(
-                    ", g AS MATERIALIZED (SELECT {} AS ok)",
-                    Handover::clear_sql(&t1, &now1, &t2, &now2)
-                ),
-                "v, g",
-                "(g.ok AND v_token IS NOT NULL)",
-                " RETURNING id, status",
-            )
-        };
-        let t = p.next();
-        // PostgreSQL: with the log to write (`inline_log`, above) the
-        // insert becomes one of the statement's `WITH` writes, beside the
-        // events'.
-        let (head, tail) = match &inline_log {
-            None => (String::new(), String::new()),
-            Some(log) => {
-                let e = log.rows.cte("e", &mut p);
-                let k = p.next();
+            // `g.ok`: nothing else is claimable and no lease has expired (the
+            // claims' look would record it first), so each claim's look would
+            // offer exactly these tasks, in the order `plan` handed them out.
+            // Otherwise every row goes in ready and the claims look as usual.
+            // Materialized: PostgreSQL would otherwise inline `g` into every
+            // `CASE`, its two probes run once per column that reads it.
+            let (guard, from, leased, returning) = if !guard_inside {
+                (String::new(), "v", "(v_token IS NOT NULL)", "")
+            } else {
+                let (t1, now1, t2, now2) = (p.next(), p.next(), p.next(), p.next());
                 (
                     format!(
-                        ", {e}, last AS (SELECT {} AS seq), ins AS (",
-                        tasks::last_event_seq_sql(&t)
+                        ", g AS MATERIALIZED (SELECT {} AS ok)",
+                        Handover::clear_sql(&t1, &now1, &t2, &now2)
                     ),
-                    format!(
-                        "), logged AS (INSERT {INTO_EVENTS} \
-                         SELECT {t}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
-                         FROM e CROSS JOIN last CROSS JOIN g \
-                         WHERE e.v_ord IS NOT NULL AND (e.v_ord <= {k} OR g.ok)) \
-                         SELECT id, status FROM ins"
-                    ),
+                    "v, g",
+                    "(g.ok AND v_token IS NOT NULL)",
+                    " RETURNING id, status",
                 )
-            }
-        };
-        format!(
-            "{with}{guard}{head} \
-             INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
-             parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
-             attempts, lease_token, lease_worker, lease_attempt, lease_started_at, lease_ttl_ms, \
-             lease_expires_at, created_at, updated_at) \
-             SELECT {t}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, \
-             CASE WHEN {leased} THEN {running} ELSE v_status END, v_held, \
-             NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, \
-             CASE WHEN {leased} THEN 1 ELSE 0 END, \
-             CASE WHEN {leased} THEN v_token END, CASE WHEN {leased} THEN v_worker END, \
-             CASE WHEN {leased} THEN 1 END, CASE WHEN {leased} THEN v_leased_at END, \
-             CASE WHEN {leased} THEN v_ttl_ms END, \
-             CASE WHEN {leased} THEN v_leased_at + v_ttl_ms END, \
-             v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
-             FROM {from} WHERE v_id IS NOT NULL{returning}{tail}",
-            running = "'running'",
-        )
+            };
+            let t = p.next();
+            // PostgreSQL: with the log to write (`inline_log`, above) the
+            // insert becomes one of the statement's `WITH` writes, beside the
+            // events'.
+            let (head, tail) = match &inline_log {
+                None => (String::new(), String::new()),
+                Some(log) => {
+                    let e = log.rows.cte("e", &mut p);
+                    let k = p.next();
+                    (
+                        format!(
+                            ", {e}, last AS (SELECT {} AS seq), ins AS (",
+                            tasks::last_event_seq_sql(&t)
+                        ),
+                        format!(
+                            "), logged AS (INSERT {INTO_EVENTS} \
+                             SELECT {t}, last.seq + e.v_ord, e.v_task, e.v_kind, e.v_data, e.v_at \
+                             FROM e CROSS JOIN last CROSS JOIN g \
+                             WHERE e.v_ord IS NOT NULL AND (e.v_ord <= {k} OR g.ok)) \
+                             SELECT id, status FROM ins"
+                        ),
+                    )
+                }
+            };
+            Cow::Owned(format!(
+                "{with}{guard}{head} \
+                 INSERT{OR_FAIL} INTO tasks (tenant_id, id, title, goal, acceptance, labels, priority, status, held, \
+                 parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, idem_key, idem_hash, \
+                 attempts, lease_token, lease_worker, lease_attempt, lease_started_at, lease_ttl_ms, \
+                 lease_expires_at, created_at, updated_at) \
+                 SELECT {t}, v_id, v_title, v_goal, v_acceptance, v_labels, v_priority, \
+                 CASE WHEN {leased} THEN {running} ELSE v_status END, v_held, \
+                 NULL, '[]', 0, v_max_attempts, v_lease_ttl_s, NULL, NULL, \
+                 CASE WHEN {leased} THEN 1 ELSE 0 END, \
+                 CASE WHEN {leased} THEN v_token END, CASE WHEN {leased} THEN v_worker END, \
+                 CASE WHEN {leased} THEN 1 END, CASE WHEN {leased} THEN v_leased_at END, \
+                 CASE WHEN {leased} THEN v_ttl_ms END, \
+                 CASE WHEN {leased} THEN v_leased_at + v_ttl_ms END, \
+                 v_now, CASE WHEN {leased} THEN v_leased_at ELSE v_now END \
+                 FROM {from} WHERE v_id IS NOT NULL{returning}{tail}",
+                running = "'running'",
+            ))
+        }
     };
     let mut args = if guard_inside {
         let asked = handover.asked().0;
@@ -455,6 +461,22 @@ async fn create_many(
     handover.settle(ctx, tenant, &made, &leased, leases_mark.is_none())?;
     Ok(out)
 }
+
+/// `create_many`'s insert of one row on SQLite, the whole of an idle
+/// queue's create: the row's cells (`COLS` in order, then the tenant) as
+/// the values of a plain `INSERT … VALUES`, its lease columns set when its
+/// lease is (the insert grants it). The same statement as `INSERT … SELECT
+/// … FROM v` counts as a write of many rows, and the foreign key to
+/// `tenants` makes it one that may abort, so SQLite kept a statement
+/// journal for it: about a tenth of the writer's work on a lone create
+/// (performance.md, finding 69). `?n` is SQLite's parameter n.
+const LONE_INSERT: &str = "INSERT INTO tasks (tenant_id, id, title, goal, acceptance, labels, \
+     priority, status, held, parent_id, depends_on, pending_deps, max_attempts, lease_ttl_s, \
+     idem_key, idem_hash, attempts, lease_token, lease_worker, lease_attempt, lease_started_at, \
+     lease_ttl_ms, lease_expires_at, created_at, updated_at) \
+     VALUES (?16, ?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?12 IS NOT NULL THEN 'running' ELSE ?7 END, \
+     ?8, NULL, '[]', 0, ?9, ?10, NULL, NULL, CASE WHEN ?12 IS NOT NULL THEN 1 ELSE 0 END, \
+     ?12, ?13, CASE WHEN ?12 IS NOT NULL THEN 1 END, ?15, ?14, ?15 + ?14, ?11, COALESCE(?15, ?11))";
 
 /// The events a create group's insert writes itself (PostgreSQL, see
 /// `create_many`): every event of the batch not yet written, numbered from
@@ -579,15 +601,18 @@ impl Handover {
 
     /// Asks `g.ok` by a statement of its own, before the insert.
     async fn queue_is_clear(&self, ctx: &mut WriteCtx, tenant: &str) -> Result<bool> {
-        let p = |n| dialect::param(n);
-        let sql = format!(
-            "SELECT {} AS ok",
-            Self::clear_sql(&p(1), &p(2), &p(3), &p(4))
-        );
+        // One text for every create that serves a parked claim: built once.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let p = |n| dialect::param(n);
+            format!(
+                "SELECT {} AS ok",
+                Handover::clear_sql(&p(1), &p(2), &p(3), &p(4))
+            )
+        });
         let asked = self.asked().0;
         let rows = dialect::fetch(
             ctx,
-            sql,
+            SQL.as_str(),
             vec![tenant.into(), asked.into(), tenant.into(), asked.into()],
         )
         .await?;
