@@ -32,8 +32,8 @@ use super::dialect::{self, OR_FAIL};
 use super::leases::{self, CheckpointWrite};
 use super::rows::{self, Get, TASK_COLS, json_text, to_json};
 use super::tasks::{
-    self, AttemptData, CLEAR_LEASE, CheckpointData, CreatedData, EVENT_COLS, INTO_EVENTS,
-    LeasedData, events, release_dependents,
+    self, AttemptData, CLEAR_LEASE, CheckpointData, CreatedData, INTO_EVENTS, LeasedData, events,
+    release_dependents,
 };
 use super::writer::WriteCtx;
 use crate::{ClaimOutcome, ClaimParams, Claimed, Finish, Result, StoreError};
@@ -237,11 +237,12 @@ async fn create_many(
         made.push((Uuid::now_v7(), t, spec, p.now));
     }
     let handover = Handover::plan(ctx, tenant, &made);
-    // SQLite asks `g.ok` (below) by a statement of its own, then inserts
-    // the rows leased or not as the answer says: the insert then reads no
-    // table of its own and returns nothing, so SQLite stages nothing
-    // (`AVOID_TEMP_TABLES`). A statement that succeeds has inserted every
-    // row (`OR FAIL` skips none), so neither backend returns the ids.
+    // SQLite asks `g.ok` (`Handover::clear_sql`) by a statement of its own,
+    // `queue_is_clear`, then inserts the rows leased or not as the answer
+    // says: the insert then reads no table of its own and returns nothing,
+    // so SQLite stages nothing (`AVOID_TEMP_TABLES`). A statement that
+    // succeeds has inserted every row (`OR FAIL` skips none), so neither
+    // backend returns the ids.
     let leasing = if handover.taken.is_empty() {
         false
     } else if dialect::AVOID_TEMP_TABLES {
@@ -307,19 +308,13 @@ async fn create_many(
     let inline_log = if guard_inside {
         let leases = ctx.events.mark();
         let granted = handover.log_leases(ctx, tenant, &made, None)?;
-        match ctx.events.unwritten_of(tenant) {
-            Some(waiting) if waiting.len() <= MAX_ROWS => {
-                let mut rows = Rows::new(EVENT_COLS);
-                for (ord, e) in (1i64..).zip(waiting) {
-                    rows.push(e.cells(ord));
-                }
-                Some(InlineLog {
-                    rows,
-                    unconditional: (waiting.len() - granted) as i64,
-                    leases,
-                })
-            }
-            _ => {
+        match ctx.events.unwritten_rows_of(tenant) {
+            Some(rows) => Some(InlineLog {
+                unconditional: (rows.len() - granted) as i64,
+                rows,
+                leases,
+            }),
+            None => {
                 ctx.events.rewind(leases);
                 None
             }
@@ -1060,21 +1055,11 @@ async fn complete_checked_in_sql(
     if done.is_empty() {
         return Ok((vec![], first, false));
     }
-    let log = ctx
-        .events
-        .unwritten_of(tenant)
-        .filter(|earlier| earlier.len() <= MAX_ROWS)
-        .map(|earlier| {
-            let mut rows = Rows::new(EVENT_COLS);
-            for (ord, e) in (1i64..).zip(earlier) {
-                rows.push(e.cells(ord));
-            }
-            Log {
-                earlier: rows,
-                event,
-                at: now,
-            }
-        });
+    let log = ctx.events.unwritten_rows_of(tenant).map(|earlier| Log {
+        earlier,
+        event,
+        at: now,
+    });
     let logged = log.is_some();
     let returned = update_done(ctx, tenant, done, to, whole, log).await?;
     if logged {

@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::bulk::{Cell, Kind, Rows};
+use super::bulk::{Cell, Kind, MAX_ROWS, Rows};
 use super::dialect::{self, OR_FAIL};
 use super::rows::{self, Get, TASK_COLS, to_json};
 use super::writer::WriteCtx;
@@ -91,10 +91,12 @@ impl BatchEvents {
         self.written = 0;
     }
 
-    /// The events not yet written, if all are `tenant`'s.
-    pub(crate) fn unwritten_of(&self, tenant: &str) -> Option<&[PendingEvent]> {
+    /// The events not yet written as the rows of one insert
+    /// ([`event_rows`]), if all are `tenant`'s and one statement holds them.
+    pub(crate) fn unwritten_rows_of(&self, tenant: &str) -> Option<Rows> {
         let rest = self.recorded.get(self.written..)?;
-        rest.iter().all(|e| e.tenant == tenant).then_some(rest)
+        (rest.len() <= MAX_ROWS && rest.iter().all(|e| e.tenant == tenant))
+            .then(|| event_rows(rest))
     }
 
     /// Says every event recorded so far is in the log.
@@ -103,10 +105,20 @@ impl BatchEvents {
     }
 }
 
+/// `events` as the rows of an events insert (`EVENT_COLS`), `v_ord`
+/// numbering them from 1 in order.
+pub(crate) fn event_rows(events: &[PendingEvent]) -> Rows {
+    let mut rows = Rows::new(EVENT_COLS);
+    for (ord, e) in (1i64..).zip(events) {
+        rows.push(e.cells(ord));
+    }
+    rows
+}
+
 impl PendingEvent {
     /// The cells of its row in an events insert (`EVENT_COLS`), `ord` its
     /// place among the rows the statement numbers.
-    pub(crate) fn cells(&self, ord: i64) -> [Cell; 5] {
+    fn cells(&self, ord: i64) -> [Cell; 5] {
         [
             ord.into(),
             self.task.map(|t| t.to_string()).into(),
@@ -130,7 +142,7 @@ pub(crate) fn last_event_seq_sql(tenant: &str) -> String {
 }
 
 /// The columns of events rows bound as parameters.
-pub(crate) const EVENT_COLS: &[(&str, Kind)] = &[
+const EVENT_COLS: &[(&str, Kind)] = &[
     ("v_ord", Kind::Int),
     ("v_task", Kind::Text),
     ("v_kind", Kind::Text),
@@ -250,10 +262,7 @@ pub(crate) async fn flush_events(ctx: &mut WriteCtx) -> Result<()> {
             let Some(tenant) = chunk.first().map(|e| e.tenant.as_str()) else {
                 continue;
             };
-            let mut rows_in = Rows::new(EVENT_COLS).read_once();
-            for (ord, e) in (1i64..).zip(chunk) {
-                rows_in.push(e.cells(ord));
-            }
+            let rows_in = event_rows(chunk).read_once();
             let (with, mut p) = rows_in.with_clause();
             let (t, last) = (p.next(), p.next());
             let (last, last_arg) = if dialect::AVOID_TEMP_TABLES {
