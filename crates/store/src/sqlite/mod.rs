@@ -42,6 +42,7 @@ mod tasks;
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/tenants.rs"]
 mod tenants;
+mod wal;
 #[allow(clippy::duplicate_mod)]
 #[path = "../ops/writer.rs"]
 mod writer;
@@ -291,7 +292,15 @@ impl SqliteStore {
         let opts = options(&path, cfg.durability);
         let mut conn = opts.connect().await?;
         schema::migrate(&mut conn).await?;
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut conn)
+            .await?;
+        // Closing the last connection checkpoints the WAL and deletes it,
+        // so the WAL written next is the one every connection opens.
         sqlx::Connection::close(conn).await?;
+        if wal::preallocate(&path, u64::try_from(page_size).unwrap_or(4096)).await? {
+            tracing::debug!(page_size, "wrote the WAL ahead");
+        }
         let read = SqlitePoolOptions::new()
             // Every request reads (its token, at least); pinging each
             // connection before handing it out doubled the round trips. A
@@ -329,12 +338,7 @@ fn options(path: &Path, durability: Durability) -> SqliteConnectOptions {
         // 6 % of the connection thread's time. It only serves rollbacks
         // inside a transaction, so memory loses nothing durable.
         .pragma("temp_store", "memory")
-        // A checkpoint copies each page the WAL holds once, however many
-        // versions of it the WAL has; under steady writes the same index
-        // tails change in every batch, so a longer WAL (16 MiB rather than
-        // 4) copies fewer pages per task. Checkpoints run on the writer
-        // thread, which bounds SQLite's throughput (finding 62).
-        .pragma("wal_autocheckpoint", "4000")
+        .pragma("wal_autocheckpoint", wal::AUTOCHECKPOINT_PAGES.to_string())
 }
 
 /// What the shared tests of `ops/` open a SQLite store with.
