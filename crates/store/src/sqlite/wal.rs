@@ -71,7 +71,11 @@ fn write_zeroed(db: &Path, len: u64) -> std::io::Result<bool> {
     let dir = db
         .parent()
         .ok_or_else(|| std::io::Error::other("database path has no parent"))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // Named after the WAL, so that one a crash left behind (it is only
+    // ever linked whole) says what it is.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".aruntime-wal-ahead.")
+        .tempfile_in(dir)?;
     const CHUNK: usize = 1 << 20;
     let zeros = vec![0u8; CHUNK];
     let mut left = len;
