@@ -21,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use aruntime_api::NewTask;
 use aruntime_core::{Command, Task, TaskStatus, Timestamp, transition};
@@ -597,7 +598,7 @@ impl Handover {
     /// Asks `g.ok` by a statement of its own, before the insert.
     async fn queue_is_clear(&self, ctx: &mut WriteCtx, tenant: &str) -> Result<bool> {
         // One text for every create that serves a parked claim: built once.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
             let p = |n| dialect::param(n);
             format!(
                 "SELECT {} AS ok",
@@ -1105,15 +1106,33 @@ async fn complete_after_lease_read(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let cols = if whole {
-        "id, status, lease_token, lease_expires_at".to_owned()
-    } else {
+    // This function's texts depend on nothing but constants: each is
+    // built once, not on every batch (formatting statement texts was a
+    // tenth of the writer's instructions on an idle queue's path).
+    static LEASE_READ_COLS: LazyLock<String> = LazyLock::new(|| {
         format!(
             "id, status, lease_token, lease_expires_at, attempts, lease_worker, lease_started_at, {}",
             has_deps("tasks.tenant_id", "tasks")
         )
+    });
+    static WHOLE_COLS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{TASK_COLS}, lease_started_at, {}",
+            has_deps("tasks.tenant_id", "tasks")
+        )
+    });
+    static BY_KEY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE{OR_FAIL} tasks SET status = $1, result = $2, error = NULL, {CLEAR_LEASE}, \
+             updated_at = $3 WHERE tenant_id = $4 AND id = $5"
+        )
+    });
+    let cols = if whole {
+        "id, status, lease_token, lease_expires_at"
+    } else {
+        LEASE_READ_COLS.as_str()
     };
-    let leases = rows_by_id(ctx, tenant, &cols, &ids).await?;
+    let leases = rows_by_id(ctx, tenant, cols, &ids).await?;
     let mut held: HashMap<Uuid, (String, Timestamp)> = HashMap::with_capacity(leases.len());
     for row in &leases {
         let token: Option<String> = row.col("lease_token")?;
@@ -1124,10 +1143,6 @@ async fn complete_after_lease_read(
             held.insert(rows::uuid(row, "id")?, (token, Timestamp(expires)));
         }
     }
-    let by_key = format!(
-        "UPDATE{OR_FAIL} tasks SET status = $1, result = $2, error = NULL, {CLEAR_LEASE}, \
-         updated_at = $3 WHERE tenant_id = $4 AND id = $5"
-    );
     let mut winners: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
     for (i, p) in items.iter().enumerate() {
         let Grouped::Complete {
@@ -1148,18 +1163,14 @@ async fn complete_after_lease_read(
             tenant.into(),
             id.to_string().into(),
         ];
-        dialect::fetch(ctx, &by_key, args).await?;
+        dialect::fetch(ctx, BY_KEY.as_str(), args).await?;
     }
     if winners.is_empty() {
         return Ok((vec![], winners, false));
     }
     let returned = if whole {
         let ids: Vec<Uuid> = winners.keys().copied().collect();
-        let cols = format!(
-            "{TASK_COLS}, lease_started_at, {}",
-            has_deps("tasks.tenant_id", "tasks")
-        );
-        rows_by_id(ctx, tenant, &cols, &ids).await?
+        rows_by_id(ctx, tenant, &WHOLE_COLS, &ids).await?
     } else {
         // The lease read is the row as updated, in every column the
         // completion reads.
@@ -1658,10 +1669,13 @@ async fn lease_after_look(
     // temporary B-trees (`AVOID_TEMP_TABLES`; performance.md, finding 66).
     // The look read these tasks ready in this transaction, on the one
     // writer connection, so each update finds its row.
-    let by_key = format!(
-        "UPDATE{OR_FAIL} tasks SET {} WHERE tenant_id = $6 AND id = $7",
-        lease_set("$1", "$2", "$3", "$4", "$5"),
-    );
+    // Built once: it depends on nothing but constants.
+    static BY_KEY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE{OR_FAIL} tasks SET {} WHERE tenant_id = $6 AND id = $7",
+            lease_set("$1", "$2", "$3", "$4", "$5"),
+        )
+    });
     for (i, c) in set.claims {
         let secret = leases::new_token();
         for id in offered.by_ref().take(c.max as usize) {
@@ -1675,7 +1689,7 @@ async fn lease_after_look(
                 tenant.into(),
                 id.as_str().into(),
             ];
-            dialect::fetch(ctx, &by_key, args).await?;
+            dialect::fetch(ctx, BY_KEY.as_str(), args).await?;
             assigned.push((id, *i, token));
         }
     }
