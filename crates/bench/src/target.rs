@@ -212,6 +212,15 @@ where
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// How long a server may take to stop once asked, before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// What `aruntime serve --exit-on-stdin-close` prints when its input closes.
+const STOP_LINES: [&str; 2] = [
+    "aruntime: standard input closed; stopping",
+    "aruntime: stopped",
+];
+
 async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(Child, String)> {
     // `ARUNTIME_BENCH_SERVER_LOG` (say `aruntime_store=debug`, for the
     // writer's batch trace) is how a profiling run sees inside the servers;
@@ -234,7 +243,7 @@ async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(C
     // instead of running on as an orphan.
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
+    .stderr(Stdio::piped())
     .kill_on_drop(true);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ARUNTIME_") {
@@ -259,6 +268,19 @@ async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(C
         .to_owned();
     // Keep draining stdout so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // What the server says on stderr (its warnings, a profiling run's log)
+    // is passed on, except the two lines that answer the bench's own
+    // request to stop (`Target::stop`), which would only clutter the report.
+    if let Some(err) = child.stderr.take() {
+        let mut lines = BufReader::new(err).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !STOP_LINES.contains(&line.as_str()) {
+                    eprintln!("{line}");
+                }
+            }
+        });
+    }
     Ok((child, url))
 }
 
@@ -453,9 +475,21 @@ impl Target {
     }
 
     /// Stops the servers and drops a PostgreSQL database.
+    ///
+    /// Each server is first asked to stop (its stdin closed, which
+    /// `--exit-on-stdin-close` answers with a graceful shutdown) and killed
+    /// only if it has not exited within [`STOP_GRACE`]: a server that ends
+    /// normally closes its store cleanly, and a profiler wrapped around it
+    /// (`valgrind --trace-children=yes aruntime bench …`) gets to write
+    /// its counts, which a SIGKILL loses.
     pub(crate) async fn stop(mut self) -> Result<()> {
         for c in &mut self.nodes {
-            let _ = c.kill().await;
+            drop(c.stdin.take());
+        }
+        for c in &mut self.nodes {
+            if tokio::time::timeout(STOP_GRACE, c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
         }
         if let Db::Pg {
             admin_url, name, ..

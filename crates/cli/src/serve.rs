@@ -84,13 +84,21 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
                 None => shutdown_signal().await,
                 Some(closed) => tokio::select! {
                     () = shutdown_signal() => {}
-                    _ = closed => eprintln!("aruntime: standard input closed; stopping"),
+                    _ = closed => say("aruntime: standard input closed; stopping"),
                 },
             }
         })
         .await?;
-    eprintln!("aruntime: stopped");
+    say("aruntime: stopped");
     Ok(())
+}
+
+/// Writes a line about the server's life on stderr, ignoring a failure:
+/// `eprintln!` panics when stderr is gone (a parent that read it was
+/// killed), and a server that is stopping must not panic over a message.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Resolves when standard input reaches end-of-file (or fails to read).
