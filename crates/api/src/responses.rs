@@ -77,6 +77,18 @@ pub struct Card {
     pub updated_at: Timestamp,
 }
 
+/// A task write's answer when the client sent `Prefer: return=minimal`
+/// (RFC 7240): which task, and where it stands now, instead of the whole
+/// task. For clients that only need to know the write happened: a producer
+/// creating tasks, a worker acknowledging one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskRef {
+    /// The task.
+    pub id: Uuid,
+    /// Its status once written.
+    pub status: TaskStatus,
+}
+
 /// `POST /v1/leases` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimResponse {

@@ -28,7 +28,7 @@ use aruntime_api::{
     AttemptList, BlobRef, Board, BoardQuery, CheckpointList, ClaimRequest, ClaimResponse,
     CompleteLeases, CompletedLeases, CreateTenant, CreateToken, DecisionList, EventPage,
     EventQuery, HeartbeatResponse, NewCheckpoint, NewDecision, NewTask, PlanImport, PlanImported,
-    TaskPage, TaskPatch, TaskQuery, Tenant, TokenCreated,
+    TaskPage, TaskPatch, TaskQuery, TaskRef, Tenant, TokenCreated,
 };
 pub use aruntime_api::{LeaseCompletion, LeaseOutcome};
 use aruntime_core::context::Format;
@@ -144,7 +144,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<(Bytes, &'static str)>,
-        extra: Option<(&'static str, &str)>,
+        extra: &[(&'static str, &str)],
         timeout: Duration,
     ) -> Result<(u16, Bytes)> {
         let url = format!("{}{path}", self.inner.base);
@@ -155,7 +155,7 @@ impl Client {
         if let Some((_, ct)) = &body {
             b = b.header(header::CONTENT_TYPE, *ct);
         }
-        if let Some((k, v)) = extra {
+        for &(k, v) in extra {
             b = b.header(k, v);
         }
         let req = b
@@ -184,7 +184,7 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<R> {
-        self.json_with(method, path, body, None, CALL_TIMEOUT)
+        self.json_with(method, path, body, &[], CALL_TIMEOUT)
             .await
             .map(|(_, r)| r)
     }
@@ -194,7 +194,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
-        extra: Option<(&'static str, &str)>,
+        extra: &[(&'static str, &str)],
         timeout: Duration,
     ) -> Result<(u16, R)> {
         let body = match body {
@@ -246,7 +246,27 @@ impl Client {
         spec: &NewTask,
         idempotency_key: Option<&str>,
     ) -> Result<(Task, bool)> {
-        let extra = idempotency_key.map(|k| ("idempotency-key", k));
+        let key = idempotency_key.map(|k| [("idempotency-key", k)]);
+        let extra = key.as_ref().map_or(&[][..], |k| &k[..]);
+        let (status, task) = self
+            .json_with(Method::POST, "/v1/tasks", Some(spec), extra, CALL_TIMEOUT)
+            .await?;
+        Ok((task, status == 201))
+    }
+
+    /// Like [`Client::task_create`], answered with the task's id and status
+    /// only (`Prefer: return=minimal`): for producers that do not need the
+    /// task they just created, which then costs neither side its JSON.
+    pub async fn task_create_minimal(
+        &self,
+        spec: &NewTask,
+        idempotency_key: Option<&str>,
+    ) -> Result<(TaskRef, bool)> {
+        let headers = [
+            (PREFER, RETURN_MINIMAL),
+            ("idempotency-key", idempotency_key.unwrap_or_default()),
+        ];
+        let extra = &headers[..if idempotency_key.is_some() { 2 } else { 1 }];
         let (status, task) = self
             .json_with(Method::POST, "/v1/tasks", Some(spec), extra, CALL_TIMEOUT)
             .await?;
@@ -341,7 +361,7 @@ impl Client {
         }
         let path = Client::query(&format!("/v1/tasks/{id}/context"), &Q { format, max_bytes })?;
         let (status, body) = self
-            .send(Method::GET, &path, None, None, CALL_TIMEOUT)
+            .send(Method::GET, &path, None, &[], CALL_TIMEOUT)
             .await?;
         String::from_utf8(body.to_vec()).map_err(|e| ClientError::Protocol {
             status,
@@ -361,7 +381,7 @@ impl Client {
     pub async fn blob_put(&self, bytes: Vec<u8>) -> Result<BlobRef> {
         let body = Some((Bytes::from(bytes), "application/octet-stream"));
         let (status, b) = self
-            .send(Method::PUT, "/v1/blobs", body, None, CALL_TIMEOUT)
+            .send(Method::PUT, "/v1/blobs", body, &[], CALL_TIMEOUT)
             .await?;
         parse(status, &b)
     }
@@ -370,7 +390,7 @@ impl Client {
     pub async fn blob_get(&self, sha256: &str) -> Result<Vec<u8>> {
         let path = format!("/v1/blobs/{}", encode(sha256));
         let (_, b) = self
-            .send(Method::GET, &path, None, None, CALL_TIMEOUT)
+            .send(Method::GET, &path, None, &[], CALL_TIMEOUT)
             .await?;
         Ok(b.to_vec())
     }
@@ -378,7 +398,7 @@ impl Client {
     /// The server's metrics, in the Prometheus text format (admin).
     pub async fn metrics(&self) -> Result<String> {
         let (_, b) = self
-            .send(Method::GET, "/metrics", None, None, CALL_TIMEOUT)
+            .send(Method::GET, "/metrics", None, &[], CALL_TIMEOUT)
             .await?;
         String::from_utf8(b.to_vec())
             .map_err(|e| ClientError::Config(format!("/metrics is not UTF-8: {e}")))
@@ -403,7 +423,7 @@ impl Client {
     /// keeps the leases alive itself (stateless MCP, benchmarks).
     pub async fn claim_raw(&self, req: &ClaimRequest) -> Result<ClaimResponse> {
         let timeout = CALL_TIMEOUT + Duration::from_millis(req.wait_ms);
-        self.json_with(Method::POST, "/v1/leases", Some(req), None, timeout)
+        self.json_with(Method::POST, "/v1/leases", Some(req), &[], timeout)
             .await
             .map(|(_, r)| r)
     }
@@ -437,23 +457,43 @@ impl Client {
 
     /// Completes, fails, blocks or releases a task; `body` carries the lease.
     pub async fn finish(&self, id: Uuid, how: &Finish) -> Result<Task> {
-        let (verb, body) = match how {
-            Finish::Complete(r) => ("complete", serde_json::to_value(r)),
-            Finish::Fail(r) => ("fail", serde_json::to_value(r)),
-            Finish::Block(r) => ("block", serde_json::to_value(r)),
-            Finish::Release(r) => ("release", serde_json::to_value(r)),
-        };
-        let body = body.map_err(|e| ClientError::Config(e.to_string()))?;
-        self.json(Method::POST, &format!("/v1/tasks/{id}/{verb}"), Some(&body))
+        let (path, body) = finish_call(id, how)?;
+        self.json(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Like [`Client::finish`], answered with the task's id and status only
+    /// (`Prefer: return=minimal`).
+    pub async fn finish_minimal(&self, id: Uuid, how: &Finish) -> Result<TaskRef> {
+        let (path, body) = finish_call(id, how)?;
+        let extra = [(PREFER, RETURN_MINIMAL)];
+        self.json_with(Method::POST, &path, Some(&body), &extra, CALL_TIMEOUT)
             .await
+            .map(|(_, r)| r)
     }
 
     /// `GET /readyz`: whether the server and its database answer.
     pub async fn ready(&self) -> Result<()> {
-        self.send(Method::GET, "/readyz", None, None, CALL_TIMEOUT)
+        self.send(Method::GET, "/readyz", None, &[], CALL_TIMEOUT)
             .await
             .map(|_| ())
     }
+}
+
+/// The `Prefer` header and the value that asks for a task's id and status
+/// instead of the whole task.
+const PREFER: &str = "prefer";
+const RETURN_MINIMAL: &str = "return=minimal";
+
+/// The path and body of a [`Finish`].
+fn finish_call(id: Uuid, how: &Finish) -> Result<(String, serde_json::Value)> {
+    let (verb, body) = match how {
+        Finish::Complete(r) => ("complete", serde_json::to_value(r)),
+        Finish::Fail(r) => ("fail", serde_json::to_value(r)),
+        Finish::Block(r) => ("block", serde_json::to_value(r)),
+        Finish::Release(r) => ("release", serde_json::to_value(r)),
+    };
+    let body = body.map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok((format!("/v1/tasks/{id}/{verb}"), body))
 }
 
 /// How a worker ends its lease.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aruntime_api::{ClaimRequest, NewTask, PlanImport, PlanItem, TaskQuery};
-use aruntime_client::{Client, ClientError, LeaseState, Steer};
+use aruntime_api::{ClaimRequest, CompleteRequest, NewTask, PlanImport, PlanItem, TaskQuery};
+use aruntime_client::{Client, ClientError, Finish, LeaseState, Steer};
 use aruntime_core::{MockClock, TaskStatus};
 use aruntime_server::{ServeConfig, Server};
 use aruntime_store::sqlite::Durability;
@@ -277,4 +277,46 @@ async fn completing_leases_together_settles_each_handle_by_its_own_outcome() {
     // The task taken over is untouched.
     let t = s.client.task(held[1].task_id()).await.unwrap();
     assert_eq!(t.status, TaskStatus::Running);
+}
+
+/// `task_create_minimal` and `finish_minimal` send `Prefer:
+/// return=minimal` and read the id and status the server answers with;
+/// an idempotent replay still says it created nothing, and a refused
+/// finish is still a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_answers_carry_the_id_and_status() {
+    let r = start().await;
+    let spec = NewTask::titled("minimal");
+    let (made, created) = r
+        .client
+        .task_create_minimal(&spec, Some("k"))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(made.status, TaskStatus::Ready);
+    let (again, created) = r
+        .client
+        .task_create_minimal(&spec, Some("k"))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.id, made.id);
+    assert_eq!(r.client.task(made.id).await.unwrap().title, "minimal");
+
+    let lease = r
+        .client
+        .claim_raw(&claim("w"))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    assert_eq!(lease.task.id, made.id);
+    let how = Finish::Complete(CompleteRequest {
+        lease: lease.lease,
+        result: json!({"ok": true}),
+    });
+    let done = r.client.finish_minimal(made.id, &how).await.unwrap();
+    assert_eq!((done.id, done.status), (made.id, TaskStatus::Done));
+    let err = r.client.finish_minimal(made.id, &how).await.unwrap_err();
+    assert!(matches!(err, ClientError::LeaseLost { .. }), "{err:?}");
 }

@@ -14,6 +14,7 @@ pub mod error;
 mod in_process;
 pub mod metrics;
 pub mod openapi;
+pub mod prefer;
 mod routes;
 pub mod state;
 mod sweeper;

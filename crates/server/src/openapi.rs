@@ -69,6 +69,32 @@ impl Doc {
     }
 }
 
+impl Doc {
+    /// Documents `Prefer: return=minimal` on a task write already listed
+    /// (see [`crate::prefer`]): the header, and a [`TaskRef`] as the other
+    /// shape of its answer.
+    fn prefer_minimal(&mut self, method: &str, path: &str, status: u16) {
+        let brief = serde_json::to_value(schema::<TaskRef>(&mut self.g)).unwrap_or_default();
+        let Some(op) = self.paths.get_mut(path).and_then(|p| p.get_mut(method)) else {
+            return;
+        };
+        if let Some(params) = op["parameters"].as_array_mut() {
+            params.push(json!({
+                "name": "Prefer",
+                "in": "header",
+                "required": false,
+                "description": "`return=minimal`: answer with the task's id and status only (a TaskRef), \
+                                acknowledged in `Preference-Applied` (RFC 7240)",
+                "schema": {"type": "string"},
+            }));
+        }
+        let body =
+            &mut op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        let full = body.take();
+        *body = json!({"oneOf": [full, brief]});
+    }
+}
+
 /// The document served at `/openapi.json`.
 pub fn document() -> Value {
     let g = SchemaSettings::draft2020_12()
@@ -113,12 +139,13 @@ pub fn document() -> Value {
     d.op(
         "post",
         "/v1/tasks",
-        "Create a task (honours Idempotency-Key)",
+        "Create a task (honours Idempotency-Key and Prefer: return=minimal)",
         b,
         none(),
         201,
         r,
     );
+    d.prefer_minimal("post", "/v1/tasks", 201);
     let (b, r) = (s!(PlanImport), s!(PlanImported));
     d.op(
         "post",
@@ -201,6 +228,7 @@ pub fn document() -> Value {
         200,
         r,
     );
+    d.prefer_minimal("post", "/v1/tasks/{id}/complete", 200);
     let (b, r) = (s!(FailRequest), s!(Task));
     d.op(
         "post",
@@ -211,6 +239,7 @@ pub fn document() -> Value {
         200,
         r,
     );
+    d.prefer_minimal("post", "/v1/tasks/{id}/fail", 200);
     let (b, r) = (s!(BlockRequest), s!(Task));
     d.op(
         "post",
@@ -221,6 +250,7 @@ pub fn document() -> Value {
         200,
         r,
     );
+    d.prefer_minimal("post", "/v1/tasks/{id}/block", 200);
     let (b, r) = (s!(ReleaseRequest), s!(Task));
     d.op(
         "post",
@@ -231,6 +261,7 @@ pub fn document() -> Value {
         200,
         r,
     );
+    d.prefer_minimal("post", "/v1/tasks/{id}/release", 200);
     let r = s!(AttemptList);
     d.op(
         "get",

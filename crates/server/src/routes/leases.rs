@@ -7,13 +7,15 @@ use aruntime_api::{
     BlockRequest, ClaimRequest, ClaimResponse, CompleteLeases, CompleteRequest, CompletedLeases,
     FailRequest, GrantedLease, HeartbeatResponse, LeaseOutcome, NewCheckpoint, ReleaseRequest,
 };
-use aruntime_core::{Checkpoint, Permission, Task};
+use aruntime_core::{Checkpoint, Permission};
 use aruntime_store::{ClaimParams, Finish, claim_waiting};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiJson, ApiResult, task_id};
+use crate::prefer::Prefer;
 use crate::state::AppState;
 
 /// `POST /v1/leases`: long-polls up to `wait_ms` (see [`claim_waiting`]),
@@ -92,28 +94,32 @@ pub(super) async fn checkpoint(
     Ok((StatusCode::CREATED, ApiJson(c)))
 }
 
+/// Ends the lease `how`; answers with the task, or with `Prefer:
+/// return=minimal` its id and status.
 async fn finish(
     s: &AppState,
     auth: &Auth,
     id: &str,
     lease: &str,
     how: Finish,
-) -> ApiResult<ApiJson<Task>> {
+    prefer: Prefer,
+) -> ApiResult<Response> {
     auth.require(Permission::Work)?;
     let id = task_id(id)?;
-    Ok(ApiJson(
-        s.store
-            .task_finish(auth.tenant(), id, lease, how, s.clock.now())
-            .await?,
-    ))
+    let task = s
+        .store
+        .task_finish(auth.tenant(), id, lease, how, s.clock.now())
+        .await?;
+    Ok(prefer.answer(StatusCode::OK, task))
 }
 
 pub(super) async fn complete(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    prefer: Prefer,
     ApiJson(r): ApiJson<CompleteRequest>,
-) -> ApiResult<ApiJson<Task>> {
+) -> ApiResult<Response> {
     r.validate()?;
     finish(
         &s,
@@ -121,6 +127,7 @@ pub(super) async fn complete(
         &id,
         &r.lease,
         Finish::Complete { result: r.result },
+        prefer,
     )
     .await
 }
@@ -167,8 +174,9 @@ pub(super) async fn fail(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    prefer: Prefer,
     ApiJson(r): ApiJson<FailRequest>,
-) -> ApiResult<ApiJson<Task>> {
+) -> ApiResult<Response> {
     r.validate()?;
     let how = Finish::Fail {
         error: r.error,
@@ -176,29 +184,32 @@ pub(super) async fn fail(
         notes: r.notes,
         do_not_retry: r.do_not_retry,
     };
-    finish(&s, &auth, &id, &r.lease, how).await
+    finish(&s, &auth, &id, &r.lease, how, prefer).await
 }
 
 pub(super) async fn block(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    prefer: Prefer,
     ApiJson(r): ApiJson<BlockRequest>,
-) -> ApiResult<ApiJson<Task>> {
+) -> ApiResult<Response> {
     r.validate()?;
-    finish(&s, &auth, &id, &r.lease, Finish::Block { reason: r.reason }).await
+    let how = Finish::Block { reason: r.reason };
+    finish(&s, &auth, &id, &r.lease, how, prefer).await
 }
 
 pub(super) async fn release(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    prefer: Prefer,
     ApiJson(r): ApiJson<ReleaseRequest>,
-) -> ApiResult<ApiJson<Task>> {
+) -> ApiResult<Response> {
     r.validate()?;
     let how = Finish::Release {
         notes: r.notes,
         do_not_retry: r.do_not_retry,
     };
-    finish(&s, &auth, &id, &r.lease, how).await
+    finish(&s, &auth, &id, &r.lease, how, prefer).await
 }

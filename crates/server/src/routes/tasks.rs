@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, task_id};
+use crate::prefer::Prefer;
 use crate::state::AppState;
 
 /// The `Idempotency-Key` header, if sent. Taken alone rather than through
@@ -55,12 +56,16 @@ fn idempotency(key: &IdempotencyKey, spec: &NewTask) -> ApiResult<Option<Idempot
 }
 
 /// `POST /v1/tasks`: 201 when created, 200 when an idempotent retry.
+/// `POST /v1/tasks`: 201 with the task's `Location` when it was created,
+/// 200 when an `Idempotency-Key` found it already there. With `Prefer:
+/// return=minimal` the body is its id and status only.
 pub(super) async fn create(
     State(s): State<AppState>,
     auth: Auth,
     key: IdempotencyKey,
+    prefer: Prefer,
     ApiJson(spec): ApiJson<NewTask>,
-) -> ApiResult<(StatusCode, ApiJson<Task>)> {
+) -> ApiResult<Response> {
     auth.require(Permission::WriteTasks)?;
     spec.validate()?;
     let idem = idempotency(&key, &spec)?;
@@ -68,12 +73,15 @@ pub(super) async fn create(
         .store
         .task_create(auth.tenant(), spec, idem, s.clock.now())
         .await?;
-    let status = if c.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, ApiJson(c.value)))
+    if !c.created {
+        return Ok(prefer.answer(StatusCode::OK, c.value));
+    }
+    let location = HeaderValue::try_from(format!("/v1/tasks/{}", c.value.id));
+    let mut r = prefer.answer(StatusCode::CREATED, c.value);
+    if let Ok(v) = location {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
 }
 
 /// `POST /v1/plans`: 201 when anything was created, 200 when the plan was
