@@ -77,6 +77,11 @@ pub struct Card {
     pub updated_at: Timestamp,
 }
 
+/// The `Prefer` value (RFC 7240) that asks a task write for a [`TaskRef`]
+/// instead of the whole task, and the `Preference-Applied` value that
+/// says it was honoured.
+pub const RETURN_MINIMAL: &str = "return=minimal";
+
 /// A task write's answer when the client sent `Prefer: return=minimal`
 /// (RFC 7240): which task, and where it stands now, instead of the whole
 /// task. For clients that only need to know the write happened: a producer

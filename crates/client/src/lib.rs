@@ -28,7 +28,7 @@ use aruntime_api::{
     AttemptList, BlobRef, Board, BoardQuery, CheckpointList, ClaimRequest, ClaimResponse,
     CompleteLeases, CompletedLeases, CreateTenant, CreateToken, DecisionList, EventPage,
     EventQuery, HeartbeatResponse, NewCheckpoint, NewDecision, NewTask, PlanImport, PlanImported,
-    TaskPage, TaskPatch, TaskQuery, TaskRef, Tenant, TokenCreated,
+    RETURN_MINIMAL, TaskPage, TaskPatch, TaskQuery, TaskRef, Tenant, TokenCreated,
 };
 pub use aruntime_api::{LeaseCompletion, LeaseOutcome};
 use aruntime_core::context::Format;
@@ -479,10 +479,8 @@ impl Client {
     }
 }
 
-/// The `Prefer` header and the value that asks for a task's id and status
-/// instead of the whole task.
+/// The header a client states its preferences in (RFC 7240).
 const PREFER: &str = "prefer";
-const RETURN_MINIMAL: &str = "return=minimal";
 
 /// The path and body of a [`Finish`].
 fn finish_call(id: Uuid, how: &Finish) -> Result<(String, serde_json::Value)> {

@@ -14,7 +14,7 @@
 
 use std::convert::Infallible;
 
-use aruntime_api::TaskRef;
+use aruntime_api::{RETURN_MINIMAL, TaskRef};
 use aruntime_core::Task;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -27,8 +27,6 @@ use crate::error::ApiJson;
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
 /// The header that says which preferences the answer honoured.
 pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
-/// The one preference honoured, as requested and as acknowledged.
-pub const RETURN_MINIMAL: &str = "return=minimal";
 
 /// What a task write's client asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
