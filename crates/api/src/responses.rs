@@ -77,6 +77,9 @@ pub struct Card {
     pub updated_at: Timestamp,
 }
 
+/// The header a client states its preferences in (RFC 7240).
+pub const PREFER: &str = "prefer";
+
 /// The `Prefer` value (RFC 7240) that asks a task write for a [`TaskRef`]
 /// instead of the whole task, and the `Preference-Applied` value that
 /// says it was honoured.

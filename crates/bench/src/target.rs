@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use aruntime_client::Client;
 use aruntime_core::{Clock, SystemClock};
-use aruntime_server::ServeConfig;
+use aruntime_server::{STOP_LINES, ServeConfig};
 use aruntime_store::sqlite::Durability;
 use sqlx::{ConnectOptions, Connection};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -214,12 +214,6 @@ where
 
 /// How long a server may take to stop once asked, before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
-
-/// What `aruntime serve --exit-on-stdin-close` prints when its input closes.
-const STOP_LINES: [&str; 2] = [
-    "aruntime: standard input closed; stopping",
-    "aruntime: stopped",
-];
 
 async fn start_node(exe: &Path, dir: &Path, database: Option<&str>) -> Result<(Child, String)> {
     // `ARUNTIME_BENCH_SERVER_LOG` (say `aruntime_store=debug`, for the

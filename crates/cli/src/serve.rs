@@ -84,12 +84,12 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
                 None => shutdown_signal().await,
                 Some(closed) => tokio::select! {
                     () = shutdown_signal() => {}
-                    _ = closed => say("aruntime: standard input closed; stopping"),
+                    _ = closed => say(aruntime_server::STOP_LINES[0]),
                 },
             }
         })
         .await?;
-    say("aruntime: stopped");
+    say(aruntime_server::STOP_LINES[1]);
     Ok(())
 }
 

@@ -27,8 +27,8 @@ use std::time::Duration;
 use aruntime_api::{
     AttemptList, BlobRef, Board, BoardQuery, CheckpointList, ClaimRequest, ClaimResponse,
     CompleteLeases, CompletedLeases, CreateTenant, CreateToken, DecisionList, EventPage,
-    EventQuery, HeartbeatResponse, NewCheckpoint, NewDecision, NewTask, PlanImport, PlanImported,
-    RETURN_MINIMAL, TaskPage, TaskPatch, TaskQuery, TaskRef, Tenant, TokenCreated,
+    EventQuery, HeartbeatResponse, NewCheckpoint, NewDecision, NewTask, PREFER, PlanImport,
+    PlanImported, RETURN_MINIMAL, TaskPage, TaskPatch, TaskQuery, TaskRef, Tenant, TokenCreated,
 };
 pub use aruntime_api::{LeaseCompletion, LeaseOutcome};
 use aruntime_core::context::Format;
@@ -246,12 +246,7 @@ impl Client {
         spec: &NewTask,
         idempotency_key: Option<&str>,
     ) -> Result<(Task, bool)> {
-        let key = idempotency_key.map(|k| [("idempotency-key", k)]);
-        let extra = key.as_ref().map_or(&[][..], |k| &k[..]);
-        let (status, task) = self
-            .json_with(Method::POST, "/v1/tasks", Some(spec), extra, CALL_TIMEOUT)
-            .await?;
-        Ok((task, status == 201))
+        self.create_as(spec, idempotency_key, false).await
     }
 
     /// Like [`Client::task_create`], answered with the task's id and status
@@ -262,15 +257,27 @@ impl Client {
         spec: &NewTask,
         idempotency_key: Option<&str>,
     ) -> Result<(TaskRef, bool)> {
+        self.create_as(spec, idempotency_key, true).await
+    }
+
+    /// `POST /v1/tasks`, read as `R`; the bool says whether it was new.
+    async fn create_as<R: DeserializeOwned>(
+        &self,
+        spec: &NewTask,
+        idempotency_key: Option<&str>,
+        minimal: bool,
+    ) -> Result<(R, bool)> {
         let headers = [
             (PREFER, RETURN_MINIMAL),
             ("idempotency-key", idempotency_key.unwrap_or_default()),
         ];
-        let extra = &headers[..if idempotency_key.is_some() { 2 } else { 1 }];
-        let (status, task) = self
+        let from = usize::from(!minimal);
+        let to = if idempotency_key.is_some() { 2 } else { 1 };
+        let extra = headers.get(from..to).unwrap_or_default();
+        let (status, r) = self
             .json_with(Method::POST, "/v1/tasks", Some(spec), extra, CALL_TIMEOUT)
             .await?;
-        Ok((task, status == 201))
+        Ok((r, status == 201))
     }
 
     /// Imports a plan: its goal and subtasks, in one transaction.
@@ -478,9 +485,6 @@ impl Client {
             .map(|_| ())
     }
 }
-
-/// The header a client states its preferences in (RFC 7240).
-const PREFER: &str = "prefer";
 
 /// The path and body of a [`Finish`].
 fn finish_call(id: Uuid, how: &Finish) -> Result<(String, serde_json::Value)> {

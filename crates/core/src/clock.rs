@@ -25,10 +25,16 @@ impl Timestamp {
 
     /// RFC 3339 with millisecond precision, e.g. `2026-11-21T10:00:00.000Z`.
     pub fn to_rfc3339(self) -> String {
+        self.with_rfc3339(str::to_owned)
+    }
+
+    /// Hands `f` the RFC 3339 text: from a stack buffer for years 0000 to
+    /// 9999, from chrono's wider forms outside them.
+    fn with_rfc3339<R>(self, f: impl FnOnce(&str) -> R) -> R {
         let mut buf = [0u8; RFC3339_LEN];
         match self.write_rfc3339(&mut buf) {
-            Some(s) => s.to_owned(),
-            None => Self::to_rfc3339_chrono(self.0),
+            Some(text) => f(text),
+            None => f(&Self::to_rfc3339_chrono(self.0)),
         }
     }
 
@@ -160,11 +166,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; RFC3339_LEN];
-        match self.write_rfc3339(&mut buf) {
-            Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&Self::to_rfc3339_chrono(self.0)),
-        }
+        self.with_rfc3339(|text| s.serialize_str(text))
     }
 }
 

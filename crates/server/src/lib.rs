@@ -32,6 +32,14 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use routes::router;
+
+/// What `aruntime serve --exit-on-stdin-close` prints on stderr when its
+/// input closes, then when it has stopped. A parent that closed the input
+/// itself (`aruntime bench`) knows both and need not show them.
+pub const STOP_LINES: [&str; 2] = [
+    "aruntime: standard input closed; stopping",
+    "aruntime: stopped",
+];
 pub use state::{AppState, Shared};
 
 /// What `aruntime serve` needs.

@@ -67,9 +67,7 @@ impl Doc {
             .or_insert_with(|| json!({}));
         entry[method] = op;
     }
-}
 
-impl Doc {
     /// Documents `Prefer: return=minimal` on a task write already listed
     /// (see [`crate::prefer`]): the header, and a [`TaskRef`] as the other
     /// shape of its answer.

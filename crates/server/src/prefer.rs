@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::ApiJson;
 
 /// The header a client states its preferences in.
-pub const PREFER: HeaderName = HeaderName::from_static("prefer");
+pub const PREFER: HeaderName = HeaderName::from_static(aruntime_api::PREFER);
 /// The header that says which preferences the answer honoured.
 pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
