@@ -38,7 +38,7 @@ count() { # BIN N
   # normally and callgrind writes its counts (a SIGKILL would lose them).
   valgrind --tool=callgrind --trace-children=yes --separate-threads=yes \
     --callgrind-out-file="$dir/cg.%p" \
-    "$1" bench --target sqlite --workload cycle --tasks "$2" --baseline-secs 0.5 \
+    "$1" bench --target sqlite --workload cycle --tasks "$2" --baseline-secs 0.5 --floor-secs 0 \
     --dir "$dir/data" >"$dir/out" 2>"$dir/err" ||
     { tail -20 "$dir/err" >&2; exit 1; }
   python3 - "$dir" <<'EOF'

@@ -56,6 +56,11 @@ pub(crate) trait Api: Send + Sync {
     async fn blob(&self, bytes: Vec<u8>) -> Result<String>;
     /// How many claims are long-polling now, over every node.
     async fn waiting(&self) -> Result<u32>;
+    /// One request that does nothing but answer (`GET /healthz`), for the
+    /// HTTP floor; `false` where there is no HTTP (the embedded store).
+    async fn empty_request(&self) -> Result<bool>;
+    /// HTTP requests sent so far (none without HTTP).
+    fn requests_sent(&self) -> u64;
 }
 
 /// The store in this process.
@@ -206,11 +211,21 @@ impl Api for Embedded {
     async fn waiting(&self) -> Result<u32> {
         Ok(self.waiting.load(Ordering::SeqCst))
     }
+
+    async fn empty_request(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn requests_sent(&self) -> u64 {
+        0
+    }
 }
 
 /// A server over HTTP.
 pub(crate) struct Http {
-    /// One client per node; calls spread over them round-robin.
+    /// One client per node; calls spread over them round-robin. Every
+    /// request takes its client from [`Http::client`], so the round-robin
+    /// counter also counts the requests sent.
     pub(crate) clients: Vec<Client>,
     next: std::sync::atomic::AtomicUsize,
 }
@@ -304,6 +319,15 @@ impl Api for Http {
 
     async fn blob(&self, bytes: Vec<u8>) -> Result<String> {
         Ok(self.client().blob_put(bytes).await?.sha256)
+    }
+
+    async fn empty_request(&self) -> Result<bool> {
+        self.client().health().await?;
+        Ok(true)
+    }
+
+    fn requests_sent(&self) -> u64 {
+        self.next.load(std::sync::atomic::Ordering::Relaxed) as u64
     }
 
     async fn waiting(&self) -> Result<u32> {

@@ -26,8 +26,8 @@ pub use stats::Latency;
 use target::Target;
 pub use target::TargetKind;
 pub use workloads::Ack;
+pub use workloads::{HttpFloor, Measured, Named};
 use workloads::{Load, Work, human};
-pub use workloads::{Measured, Named};
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// Seconds spent measuring each baseline.
     #[arg(long, default_value_t = 3.0)]
     pub baseline_secs: f64,
+    /// Seconds spent measuring each HTTP target's floor (empty requests);
+    /// 0 skips it. Its default is `--baseline-secs`.
+    #[arg(long)]
+    pub floor_secs: Option<f64>,
     /// Also sweep workers × batch size for `cycle` on the first target and
     /// draw tasks/s against them into this SVG file.
     #[arg(long)]
@@ -107,6 +111,10 @@ pub struct Row {
     pub measured: Measured,
     /// `tasks_per_s` divided by the baseline.
     pub ratio_to_baseline: Option<f64>,
+    /// Tasks per second the target's HTTP floor allows at this workload's
+    /// requests per task: the floor's requests/s divided by them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_floor_tasks_per_s: Option<f64>,
     /// Server RSS after the workload, MiB.
     pub rss_mib: f64,
 }
@@ -120,6 +128,9 @@ pub struct TargetReport {
     pub description: &'static str,
     /// Single-row insert commits per second, one connection.
     pub baseline_commits_per_s: f64,
+    /// Empty HTTP requests per second (targets over HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_floor: Option<HttpFloor>,
     /// The workloads.
     pub rows: Vec<Row>,
 }
@@ -190,6 +201,18 @@ fn print_target(r: &TargetReport) {
         "baseline: {:.0} single-row commits/s (one connection, same database and durability)",
         r.baseline_commits_per_s
     );
+    if let Some(f) = &r.http_floor {
+        let cpu = f.cpu.as_ref().map_or_else(String::new, |c| {
+            format!(
+                ", CPU {:.0} µs each (server {:.0}, bench clients {:.0})",
+                c.machine_us_per_task, c.server_us_per_task, c.bench_us_per_task
+            )
+        });
+        println!(
+            "HTTP floor: {:.0} empty requests/s ({} clients, GET /healthz){cpu}",
+            f.requests_per_s, f.clients
+        );
+    }
     println!(
         "  {:<13} {:>12} {:>8}   {:<44} {:>8}",
         "WORKLOAD", "TASKS/S", "×BASE", "LATENCY p50 / p99 (ms)", "RSS MiB"
@@ -222,7 +245,14 @@ fn print_target(r: &TargetReport) {
             lats.join(", "),
             row.rss_mib
         );
-        let cpu = row.measured.cpu.as_ref().map(cpu_notes).unwrap_or_default();
+        let mut cpu = row.measured.cpu.as_ref().map(cpu_notes).unwrap_or_default();
+        if let (Some(per), Some(allowed)) =
+            (row.measured.requests_per_task, row.http_floor_tasks_per_s)
+        {
+            cpu.push(format!(
+                "{per:.2} HTTP requests per task; at the HTTP floor's rate they alone would allow {allowed:.0} tasks/s"
+            ));
+        }
         for note in row.measured.notes.iter().chain(&cpu) {
             println!("  {:<13} {:>12} {:>8}   {note}", "", "", "");
         }
@@ -315,10 +345,21 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
             a.baseline_secs
         );
         let baseline = t.baseline(a.baseline_secs).await?;
+        let floor_secs = a.floor_secs.unwrap_or(a.baseline_secs);
+        let floor = if kind == TargetKind::Embedded || floor_secs <= 0.0 {
+            None
+        } else {
+            eprintln!(
+                "  HTTP floor: {} clients sending empty requests for {floor_secs:.0} s",
+                a.producers
+            );
+            workloads::http_floor(t.api.clone(), a.producers, floor_secs, &t.pids()).await?
+        };
         let mut tr = TargetReport {
             target: kind,
             description: kind.describe(),
             baseline_commits_per_s: baseline,
+            http_floor: floor,
             rows: vec![],
         };
         for &w in &a.workload {
@@ -326,9 +367,13 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
             let measured = run_workload(&t, w, &a, quiet)
                 .await
                 .with_context(|| format!("{w:?} on {kind:?}"))?;
+            let floor_rate = tr.http_floor.as_ref().map(|f| f.requests_per_s);
             tr.rows.push(Row {
                 workload: w,
                 ratio_to_baseline: measured.tasks_per_s.map(|v| v / baseline),
+                http_floor_tasks_per_s: floor_rate
+                    .zip(measured.requests_per_task)
+                    .map(|(rate, per)| rate / per),
                 measured,
                 rss_mib: t.rss_mib(),
             });

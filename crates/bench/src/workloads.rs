@@ -40,6 +40,71 @@ pub struct Measured {
     /// CPU time per task, for throughput workloads on Linux.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuUse>,
+    /// HTTP requests the clients sent per task, for throughput workloads
+    /// over HTTP: creates, claims (empty ones too) and acknowledgements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_task: Option<f64>,
+}
+
+/// What the HTTP stack alone allows on this machine: concurrent clients
+/// sending `GET /healthz`, which reads nothing, as fast as it answers.
+///
+/// Why: once group commit has taken the flushes out of the way, `cycle`
+/// is bound by CPU, and over loopback a third or more of that CPU is the
+/// exchange itself (both processes' HTTP code and the kernel's TCP), paid
+/// once per create however little the store does. Measured beside the
+/// commit baseline, the floor says how far a throughput ratio could go on
+/// these cores with one request per task (performance.md, finding 72).
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpFloor {
+    /// Concurrent clients, each with one request in flight.
+    pub clients: u32,
+    /// Requests answered per second.
+    pub requests_per_s: f64,
+    /// CPU per request (`*_per_task` read "per request" here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
+}
+
+/// Sends empty requests from `clients` concurrent clients for `secs`;
+/// `None` when `api` has no HTTP.
+pub(crate) async fn http_floor(
+    api: Arc<dyn Api>,
+    clients: u32,
+    secs: f64,
+    servers: &[u32],
+) -> Result<Option<HttpFloor>> {
+    // Also opens a connection before the clock starts.
+    if !api.empty_request().await? {
+        return Ok(None);
+    }
+    let clients = clients.max(1);
+    let answered = Arc::new(AtomicU64::new(0));
+    let cpu_start = cpu::mark(servers);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let handles = (0..clients).map(|_| {
+        let (api, answered) = (api.clone(), answered.clone());
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                api.empty_request().await?;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        })
+    });
+    for h in try_join_all(handles).await? {
+        h?;
+    }
+    let (elapsed, cpu_end) = (start.elapsed(), cpu::mark(servers));
+    let n = answered.load(Ordering::Relaxed);
+    Ok(Some(HttpFloor {
+        clients,
+        requests_per_s: n as f64 / elapsed.as_secs_f64(),
+        cpu: cpu_start
+            .zip(cpu_end)
+            .map(|(a, b)| a.until(&b, elapsed.as_secs_f64(), n, false)),
+    }))
 }
 
 fn named(name: &str, samples: &mut [Duration]) -> Named {
@@ -142,6 +207,7 @@ pub(crate) async fn throughput(
     let last_done = Arc::new(std::sync::OnceLock::new());
     let servers: Arc<[u32]> = servers.into();
     let cpu_start = cpu::mark(&servers);
+    let sent_start = api.requests_sent();
     let start = Instant::now();
     let mut handles = vec![];
     for p in 0..producers {
@@ -196,7 +262,9 @@ pub(crate) async fn throughput(
                 };
                 let before = completed.fetch_add(done.len() as u64, Ordering::Relaxed);
                 if before + done.len() as u64 >= n {
-                    last_done.get_or_init(|| (start.elapsed(), cpu::mark(&servers)));
+                    last_done.get_or_init(|| {
+                        (start.elapsed(), cpu::mark(&servers), api.requests_sent())
+                    });
                 }
                 e2e_lat.lock().await.extend(done);
             }
@@ -209,14 +277,14 @@ pub(crate) async fn throughput(
         quiet,
     );
     let mut all = futures::future::try_join_all(handles);
-    let (elapsed, cpu_end) = loop {
+    let (elapsed, cpu_end, sent_end) = loop {
         tokio::select! {
             r = &mut all => {
                 for h in r? { h?; }
                 break last_done
                     .get()
                     .cloned()
-                    .unwrap_or_else(|| (start.elapsed(), cpu::mark(&servers)));
+                    .unwrap_or_else(|| (start.elapsed(), cpu::mark(&servers), api.requests_sent()));
             }
             _ = tokio::time::sleep(Duration::from_millis(100)) => bar.set(completed.load(Ordering::Relaxed)),
         }
@@ -230,8 +298,10 @@ pub(crate) async fn throughput(
     let cpu = cpu_start
         .zip(cpu_end)
         .map(|(a, b)| a.until(&b, elapsed.as_secs_f64(), n, servers.is_empty()));
+    let sent = sent_end.saturating_sub(sent_start);
     Ok(Measured {
         cpu,
+        requests_per_task: (sent > 0).then(|| sent as f64 / n.max(1) as f64),
         tasks_per_s: Some(n as f64 / elapsed.as_secs_f64()),
         latencies: vec![named("lease", &mut lease), named("lease→done", &mut e2e)],
         notes: vec![format!(

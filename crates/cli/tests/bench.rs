@@ -1,4 +1,4 @@
-//! `aruntime bench` through the real binary, on a few hundred tasks: that
+//! `aruntime bench` through the real binary, on a few thousand tasks: that
 //! it runs each target it is given, reports every throughput beside its
 //! baseline with the CPU each side spent, and prints the same as a table.
 //! No figure is compared with a threshold: speed is measured, not tested.
@@ -23,8 +23,11 @@ fn bench(dir: &std::path::Path, json: bool) -> String {
         "embedded,sqlite",
         "--workload",
         "cycle,latency",
+        // Enough that each side's CPU spans several of the kernel's 10 ms
+        // ticks on quick cores (300 tasks took 15 ms, and a side could
+        // read zero).
         "--tasks",
-        "300",
+        "5000",
         "--samples",
         "10",
         "--baseline-secs",
@@ -75,10 +78,27 @@ fn bench_reports_each_throughput_with_its_baseline_and_cpu_per_task() {
         assert!(share > 0.0 && share <= 1.0, "{name}: {cpu}");
         let bench_side = cpu["bench_us_per_task"].as_f64().unwrap();
         // Embedded, the bench process is the server: counted once, as it.
+        // Over HTTP the floor (empty requests) is measured beside the
+        // baseline, and `cycle` says how many requests a task took: at
+        // least its create, plus its share of the claims and completions.
         if name == "embedded" {
             assert_eq!(bench_side, 0.0, "{cpu}");
+            assert!(t.get("http_floor").is_none(), "{t}");
+            assert!(cycle.get("requests_per_task").is_none(), "{cycle}");
         } else {
             assert!(bench_side > 0.0, "{cpu}");
+            let floor = &t["http_floor"];
+            assert_eq!(floor["clients"], 64, "{floor}");
+            let rate = floor["requests_per_s"].as_f64().unwrap();
+            assert!(rate > 0.0, "{floor}");
+            assert!(
+                floor["cpu"]["machine_us_per_task"].as_f64().unwrap() > 0.0,
+                "{floor}"
+            );
+            let per = cycle["requests_per_task"].as_f64().unwrap();
+            assert!(per > 1.0 && per < 3.0, "{cycle}");
+            let allowed = cycle["http_floor_tasks_per_s"].as_f64().unwrap();
+            assert!((allowed - rate / per).abs() < 1e-6 * allowed, "{cycle}");
         }
         let latency = rows.iter().find(|r| r["workload"] == "latency").unwrap();
         assert!(latency.get("cpu").is_none(), "{latency}");
@@ -93,6 +113,8 @@ fn bench_reports_each_throughput_with_its_baseline_and_cpu_per_task() {
         "cycle",
         "CPU ",
         "µs per task",
+        "HTTP floor:",
+        "HTTP requests per task",
     ] {
         assert!(table.contains(want), "no {want:?} in:\n{table}");
     }

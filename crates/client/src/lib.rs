@@ -478,6 +478,14 @@ impl Client {
             .map(|(_, r)| r)
     }
 
+    /// `GET /healthz`: whether the server process answers. It reads
+    /// nothing and needs no token: the least a request costs.
+    pub async fn health(&self) -> Result<()> {
+        self.send(Method::GET, "/healthz", None, &[], CALL_TIMEOUT)
+            .await
+            .map(|_| ())
+    }
+
     /// `GET /readyz`: whether the server and its database answer.
     pub async fn ready(&self) -> Result<()> {
         self.send(Method::GET, "/readyz", None, &[], CALL_TIMEOUT)
