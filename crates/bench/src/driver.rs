@@ -57,8 +57,8 @@ pub(crate) trait Api: Send + Sync {
     /// How many claims are long-polling now, over every node.
     async fn waiting(&self) -> Result<u32>;
     /// One request that does nothing but answer (`GET /healthz`), for the
-    /// HTTP floor; `false` where there is no HTTP (the embedded store).
-    async fn empty_request(&self) -> Result<bool>;
+    /// HTTP floor; an error where there is no HTTP (the embedded store).
+    async fn empty_request(&self) -> Result<()>;
     /// HTTP requests sent so far (none without HTTP).
     fn requests_sent(&self) -> u64;
 }
@@ -212,8 +212,8 @@ impl Api for Embedded {
         Ok(self.waiting.load(Ordering::SeqCst))
     }
 
-    async fn empty_request(&self) -> Result<bool> {
-        Ok(false)
+    async fn empty_request(&self) -> Result<()> {
+        bail!("the embedded store has no HTTP to send an empty request over")
     }
 
     fn requests_sent(&self) -> u64 {
@@ -321,9 +321,8 @@ impl Api for Http {
         Ok(self.client().blob_put(bytes).await?.sha256)
     }
 
-    async fn empty_request(&self) -> Result<bool> {
-        self.client().health().await?;
-        Ok(true)
+    async fn empty_request(&self) -> Result<()> {
+        Ok(self.client().health().await?)
     }
 
     fn requests_sent(&self) -> u64 {

@@ -353,7 +353,7 @@ pub async fn run(mut a: BenchArgs) -> Result<Report> {
                 "  HTTP floor: {} clients sending empty requests for {floor_secs:.0} s",
                 a.producers
             );
-            workloads::http_floor(t.api.clone(), a.producers, floor_secs, &t.pids()).await?
+            Some(workloads::http_floor(t.api.clone(), a.producers, floor_secs, &t.pids()).await?)
         };
         let mut tr = TargetReport {
             target: kind,
