@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use aruntime_api::{EventQuery, NewCheckpoint, NewTask, TaskQuery};
+use aruntime_api::{BoardQuery, EventQuery, NewCheckpoint, NewTask, TaskQuery};
 use aruntime_core::{Artifact, Clock, MockClock, Role, TaskStatus};
 use aruntime_store::postgres::{PgConfig, PgStore};
 use aruntime_store::sqlite::{Durability, SqliteConfig, SqliteStore};
@@ -172,6 +172,7 @@ conformance!(
     creates_together_answer_each_task_as_stored,
     completions_together_release_only_their_own_dependents,
     a_tasks_events_page_through_its_own_part_of_the_log,
+    the_board_counts_and_orders_every_status,
 );
 
 async fn concurrent_claims_never_overlap(h: &Harness) {
@@ -1209,4 +1210,126 @@ async fn a_tasks_events_page_through_its_own_part_of_the_log(h: &Harness) {
         let got: Vec<i64> = page.iter().map(|e| e.seq).collect();
         assert_eq!(got, want, "{id}");
     }
+}
+
+/// Each status's tasks are kept in a different index (ready ones in the
+/// claim index, running ones by lease expiry, the rest together), and the
+/// board and the counts read each status from its own: every column must
+/// count and order exactly its tasks, and no other tenant's.
+async fn the_board_counts_and_orders_every_status(h: &Harness) {
+    let now = h.clock.now();
+    let mut leased = vec![];
+    for priority in [10, 20, 30, 40, 50] {
+        let mut spec = NewTask::titled(format!("p{priority}"));
+        spec.priority = priority;
+        spec.max_attempts = 1;
+        leased.push(h.task("default", spec).await);
+    }
+    let granted = h
+        .store
+        .lease_claim("default", Harness::params("w", 5), now)
+        .await
+        .unwrap()
+        .granted;
+    assert_eq!(granted.len(), 5);
+    let token = |id| {
+        granted
+            .iter()
+            .find(|c| c.task.id == id)
+            .map(|c| c.lease.clone())
+            .unwrap()
+    };
+    let (p10, p20, p30, p40, p50) = (leased[0], leased[1], leased[2], leased[3], leased[4]);
+    let finishes = [
+        (p50, Finish::Complete { result: json!(1) }),
+        (
+            p40,
+            Finish::Fail {
+                error: "no".into(),
+                retryable: false,
+                notes: None,
+                do_not_retry: vec![],
+            },
+        ),
+        (
+            p30,
+            Finish::Block {
+                reason: "ask".into(),
+            },
+        ),
+    ];
+    for (id, finish) in finishes {
+        h.store
+            .task_finish("default", id, &token(id), finish, now)
+            .await
+            .unwrap();
+    }
+    let cancelled = h.task("default", NewTask::titled("c")).await;
+    h.store
+        .task_steer("default", cancelled, aruntime_store::Steer::Cancel, now)
+        .await
+        .unwrap();
+    let mut low = NewTask::titled("low");
+    low.priority = 1;
+    let low = h.task("default", low).await;
+    let mut high = NewTask::titled("high");
+    high.priority = 5;
+    let high = h.task("default", high).await;
+    let mut held = NewTask::titled("held");
+    held.hold = true;
+    let held = h.task("default", held).await;
+    h.task("b", NewTask::titled("another tenant's")).await;
+
+    let expected = [
+        (TaskStatus::Backlog, vec![held]),
+        (TaskStatus::Ready, vec![high, low]),
+        (TaskStatus::Running, vec![p20, p10]),
+        (TaskStatus::Blocked, vec![p30]),
+        (TaskStatus::Done, vec![p50]),
+        (TaskStatus::Failed, vec![p40]),
+        (TaskStatus::Cancelled, vec![cancelled]),
+    ];
+    let all = BoardQuery {
+        include_cancelled: true,
+        cards: None,
+    };
+    let board = h.store.board("default", &all).await.unwrap();
+    let seen: Vec<_> = board
+        .columns
+        .iter()
+        .map(|c| (c.status, c.cards.iter().map(|k| k.id).collect::<Vec<_>>()))
+        .collect();
+    assert_eq!(seen, expected);
+    for c in &board.columns {
+        assert_eq!(c.count, c.cards.len() as u64, "{:?}", c.status);
+    }
+    let counts = h.store.task_counts("default").await.unwrap();
+    let want: Vec<_> = expected
+        .iter()
+        .map(|(s, ids)| (*s, ids.len() as u64))
+        .collect();
+    assert_eq!(counts, want);
+
+    // A column's count is all its tasks, not the cards shown.
+    let one = BoardQuery {
+        include_cancelled: false,
+        cards: Some(1),
+    };
+    let board = h.store.board("default", &one).await.unwrap();
+    let running = board
+        .columns
+        .iter()
+        .find(|c| c.status == TaskStatus::Running)
+        .unwrap();
+    assert_eq!(running.count, 2);
+    assert_eq!(
+        running.cards.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [p20]
+    );
+    assert!(
+        board
+            .columns
+            .iter()
+            .all(|c| c.status != TaskStatus::Cancelled)
+    );
 }

@@ -63,11 +63,19 @@ pub(crate) async fn task_list(pool: &Pool, tenant: &str, q: &TaskQuery) -> Resul
 }
 
 pub(crate) async fn task_counts(pool: &Pool, tenant: &str) -> Result<Vec<(TaskStatus, u64)>> {
-    let rows =
-        sqlx::query("SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status")
-            .bind(tenant)
-            .fetch_all(pool)
-            .await?;
+    // Three counts, one per index that holds a part of the tasks: a plain
+    // `GROUP BY status` would match none of the partial indexes.
+    let sql = format!(
+        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 AND {SETTLED} GROUP BY status \
+         UNION ALL SELECT 'ready', COUNT(*) FROM {ready} \
+         UNION ALL SELECT 'running', COUNT(*) FROM {running}",
+        ready = tasks_of(TaskStatus::Ready),
+        running = tasks_of(TaskStatus::Running),
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?;
     let mut out: Vec<(TaskStatus, u64)> = TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
     for row in rows {
         let s = rows::status(&row)?;
@@ -79,6 +87,33 @@ pub(crate) async fn task_counts(pool: &Pool, tenant: &str) -> Result<Vec<(TaskSt
     Ok(out)
 }
 
+/// The condition of the partial index that holds neither ready nor running
+/// tasks (`tasks_settled`).
+const SETTLED: &str = "status <> 'ready' AND status <> 'running'";
+
+/// `FROM` and `WHERE` for the tasks of one tenant (`$1`) in `status`, read
+/// through the index that holds them: `tasks_claim` holds the ready ones,
+/// `tasks_expiry_by_tenant` the running ones and `tasks_settled` the rest
+/// (migration 0008 on SQLite, 0009 on PostgreSQL). A partial index serves
+/// a query only if the query repeats the index's condition: SQLite matches
+/// terms, not values, and PostgreSQL cannot prove it for a parameter in a
+/// generic plan. So the status is written inline; it is one of the enum's
+/// fixed names, never a client's text.
+fn tasks_of(status: TaskStatus) -> String {
+    let name = status.as_str();
+    let (index, only) = match status {
+        TaskStatus::Ready => ("tasks_claim", format!("status = '{name}'")),
+        TaskStatus::Running => ("tasks_expiry_by_tenant", format!("status = '{name}'")),
+        _ => ("tasks_settled", format!("status = '{name}' AND {SETTLED}")),
+    };
+    let indexed_by = if dialect::NAMES_INDEXES {
+        format!(" INDEXED BY {index}")
+    } else {
+        String::new()
+    };
+    format!("tasks{indexed_by} WHERE tenant_id = $1 AND {only}")
+}
+
 pub(crate) async fn board(pool: &Pool, tenant: &str, q: &BoardQuery) -> Result<Board> {
     let per_column = page_size(q.cards, 50);
     let mut tx = pool.begin().await?;
@@ -87,19 +122,20 @@ pub(crate) async fn board(pool: &Pool, tenant: &str, q: &BoardQuery) -> Result<B
         if status == TaskStatus::Cancelled && !q.include_cancelled {
             continue;
         }
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = $1 AND status = $2")
-                .bind(tenant)
-                .bind(status.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
+        let from = tasks_of(status);
+        let sql = format!("SELECT COUNT(*) FROM {from}");
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .fetch_one(&mut *tx)
+            .await?;
+        // Running tasks are few (one per lease held) and their index is by
+        // expiry, so the database sorts them; the other columns are read
+        // in order.
         let sql = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 AND status = $2 \
-             ORDER BY priority DESC, created_at, id LIMIT $3"
+            "SELECT {TASK_COLS} FROM {from} ORDER BY priority DESC, created_at, id LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
-            .bind(status.as_str())
             .bind(i64::from(per_column))
             .fetch_all(&mut *tx)
             .await?;

@@ -80,6 +80,8 @@ mod dialect {
     pub(crate) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
     /// The planner finds the claim index by itself, from statistics.
     pub(crate) const BY_CLAIM_INDEX: &str = "";
+    /// Nor the indexes that hold each status (`reads::tasks_of`).
+    pub(crate) const NAMES_INDEXES: bool = false;
     /// Data-modifying statements in `WITH`: a group's update and the
     /// writes that follow from its rows go in one round trip.
     pub(crate) const WRITES_IN_WITH: bool = true;

@@ -47,6 +47,11 @@ pub(crate) const MIGRATIONS: &Migrations = &[
         "decision_count",
         include_str!("../../migrations/postgres/0008_decision_count.sql"),
     ),
+    (
+        9,
+        "claim_index_ready_only",
+        include_str!("../../migrations/postgres/0009_claim_index_ready_only.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming aruntime's migration lock.

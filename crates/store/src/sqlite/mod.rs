@@ -80,6 +80,10 @@ mod dialect {
     /// primary key instead, every task of the tenant (3 ms per create at
     /// 10,000 done tasks, performance.md, finding 55).
     pub(crate) const BY_CLAIM_INDEX: &str = " INDEXED BY tasks_claim";
+    /// Reads of one status name the index that holds it (`reads::tasks_of`),
+    /// for the same reason: without statistics SQLite counts a tenant's
+    /// ready or running tasks through the primary key, all of them.
+    pub(crate) const NAMES_INDEXES: bool = true;
     /// SQLite has no `INSERT`/`UPDATE` inside `WITH`.
     pub(crate) const WRITES_IN_WITH: bool = false;
     /// A statement's rows are bound cell by cell, as `VALUES` padded to a

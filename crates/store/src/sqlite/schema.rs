@@ -40,6 +40,11 @@ pub(crate) const MIGRATIONS: &Migrations = &[
         "decision_count",
         include_str!("../../migrations/sqlite/0007_decision_count.sql"),
     ),
+    (
+        8,
+        "claim_index_ready_only",
+        include_str!("../../migrations/sqlite/0008_claim_index_ready_only.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(conn: &mut Conn) -> Result<()> {
