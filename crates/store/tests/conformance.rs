@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use aruntime_api::{BoardQuery, EventQuery, NewCheckpoint, NewTask, TaskQuery};
-use aruntime_core::{Artifact, Clock, MockClock, Role, TaskStatus};
+use aruntime_core::{Artifact, Clock, MockClock, Role, TaskStatus, Timestamp};
 use aruntime_store::postgres::{PgConfig, PgStore};
 use aruntime_store::sqlite::{Durability, SqliteConfig, SqliteStore};
-use aruntime_store::{ClaimParams, Finish, Idempotency, Store, StoreError};
+use aruntime_store::{ClaimParams, Claimed, Finish, Idempotency, Store, StoreError};
 use serde_json::json;
 
 struct Harness {
@@ -72,6 +72,15 @@ impl Harness {
             .unwrap()
             .value
             .id
+    }
+
+    /// The leases a claim of `p` in `tenant` grants at `now`.
+    async fn granted(&self, tenant: &str, p: ClaimParams, now: Timestamp) -> Vec<Claimed> {
+        self.store
+            .lease_claim(tenant, p, now)
+            .await
+            .unwrap()
+            .granted
     }
 
     fn params(worker: &str, max: u32) -> ClaimParams {
@@ -210,11 +219,8 @@ async fn stale_lease_writes_change_nothing(h: &Harness) {
     let id = h.task("default", NewTask::titled("t")).await;
     let now = h.clock.now();
     let lease = h
-        .store
-        .lease_claim("default", Harness::params("w", 1), now)
+        .granted("default", Harness::params("w", 1), now)
         .await
-        .unwrap()
-        .granted
         .remove(0);
     let cp = |lease: &str| NewCheckpoint {
         lease: lease.into(),
@@ -343,11 +349,8 @@ async fn expiry_is_enforced_at_claim_time_without_a_sweeper(h: &Harness) {
     assert_eq!(first.granted.len(), 1);
     h.clock.advance_ms(29_999);
     assert!(
-        h.store
-            .lease_claim("default", Harness::params("b", 1), h.clock.now())
+        h.granted("default", Harness::params("b", 1), h.clock.now())
             .await
-            .unwrap()
-            .granted
             .is_empty()
     );
     assert_eq!(
@@ -372,12 +375,7 @@ async fn one_refused_write_does_not_spoil_its_batch(h: &Harness) {
         ids.push(h.task("default", NewTask::titled(format!("t{i}"))).await);
     }
     let now = h.clock.now();
-    let leases = h
-        .store
-        .lease_claim("default", Harness::params("w", 40), now)
-        .await
-        .unwrap()
-        .granted;
+    let leases = h.granted("default", Harness::params("w", 40), now).await;
     let events_before = h.events("default").await.len();
     // Half the completions carry a forged token; all are in flight at once so
     // they share commit batches.
@@ -427,12 +425,7 @@ async fn a_group_the_database_refuses_does_not_spoil_its_batch(h: &Harness) {
             .await;
     }
     let now = h.clock.now();
-    let leases = h
-        .store
-        .lease_claim("default", Harness::params("w", 8), now)
-        .await
-        .unwrap()
-        .granted;
+    let leases = h.granted("default", Harness::params("w", 8), now).await;
     assert_eq!(leases.len(), 8);
     let events_before = h.events("default").await.len();
     // A claim waiting on the empty queue, which some batch below serves.
@@ -565,11 +558,8 @@ async fn a_write_with_more_events_than_one_statement_holds_keeps_the_log_gapless
         j.await.unwrap();
     }
     let l = h
-        .store
-        .lease_claim("default", Harness::params("w", 1), h.clock.now())
-        .await
-        .unwrap()
-        .granted;
+        .granted("default", Harness::params("w", 1), h.clock.now())
+        .await;
     assert_eq!(l.len(), 1);
     let before = h.events("default").await.len();
     h.store
@@ -602,11 +592,8 @@ async fn completion_readies_dependents_in_the_same_transaction(h: &Harness) {
         (TaskStatus::Backlog, 1, 1)
     );
     let l = h
-        .store
-        .lease_claim("default", Harness::params("w", 5), h.clock.now())
-        .await
-        .unwrap()
-        .granted;
+        .granted("default", Harness::params("w", 5), h.clock.now())
+        .await;
     assert_eq!(l.len(), 1, "the dependent must not be offered");
     h.store
         .task_finish(
@@ -702,13 +689,7 @@ async fn blobs_are_deduplicated_per_tenant(h: &Harness) {
     ));
     // A checkpoint may only name blobs of its own tenant.
     let id = h.task("b", NewTask::titled("t")).await;
-    let l = h
-        .store
-        .lease_claim("b", Harness::params("w", 1), now)
-        .await
-        .unwrap()
-        .granted
-        .remove(0);
+    let l = h.granted("b", Harness::params("w", 1), now).await.remove(0);
     let cp = NewCheckpoint {
         lease: l.lease,
         summary: "s".into(),
@@ -759,12 +740,7 @@ async fn concurrent_completions_are_answered_as_if_alone(h: &Harness) {
         h.task("default", NewTask::titled(format!("t{i}"))).await;
     }
     let now = h.clock.now();
-    let leases = h
-        .store
-        .lease_claim("default", Harness::params("w", 24), now)
-        .await
-        .unwrap()
-        .granted;
+    let leases = h.granted("default", Harness::params("w", 24), now).await;
     assert_eq!(leases.len(), 24);
     // Per lease: complete it twice at once (exactly one may win), and send
     // one completion for a task that does not exist.
@@ -896,12 +872,7 @@ async fn completions_in_one_batch_release_a_shared_dependent(h: &Harness) {
     spec.depends_on = vec![a, b];
     let c = h.task("default", spec).await;
     let now = h.clock.now();
-    let leases = h
-        .store
-        .lease_claim("default", Harness::params("w", 5), now)
-        .await
-        .unwrap()
-        .granted;
+    let leases = h.granted("default", Harness::params("w", 5), now).await;
     assert_eq!(leases.len(), 2, "c waits for a and b");
     let mut joins = vec![];
     for l in leases {
@@ -1062,12 +1033,7 @@ async fn any_tenant_id_is_written_safely(h: &Harness) {
     h.store.tenant_create(odd, h.clock.now()).await.unwrap();
     let id = h.task(odd, NewTask::titled("t")).await;
     let now = h.clock.now();
-    let l = h
-        .store
-        .lease_claim(odd, Harness::params("w", 1), now)
-        .await
-        .unwrap()
-        .granted;
+    let l = h.granted(odd, Harness::params("w", 1), now).await;
     assert_eq!(l.len(), 1);
     let how = Finish::Complete { result: json!(1) };
     h.store
@@ -1137,12 +1103,7 @@ async fn completions_together_release_only_their_own_dependents(h: &Harness) {
         firsts.push(a);
     }
     let now = h.clock.now();
-    let leases = h
-        .store
-        .lease_claim("default", Harness::params("w", 32), now)
-        .await
-        .unwrap()
-        .granted;
+    let leases = h.granted("default", Harness::params("w", 32), now).await;
     assert_eq!(leases.len(), firsts.len(), "dependents wait");
     let entries = leases
         .iter()
@@ -1175,11 +1136,8 @@ async fn a_tasks_events_page_through_its_own_part_of_the_log(h: &Harness) {
     // Claimed and completed one by one, so the three tasks' events interleave.
     for _ in 0..3 {
         let granted = h
-            .store
-            .lease_claim("default", Harness::params("w", 1), h.clock.now())
-            .await
-            .unwrap()
-            .granted;
+            .granted("default", Harness::params("w", 1), h.clock.now())
+            .await;
         let entries = granted
             .into_iter()
             .map(|c| (c.task.id, c.lease, serde_json::json!({})))
@@ -1225,12 +1183,7 @@ async fn the_board_counts_and_orders_every_status(h: &Harness) {
         spec.max_attempts = 1;
         leased.push(h.task("default", spec).await);
     }
-    let granted = h
-        .store
-        .lease_claim("default", Harness::params("w", 5), now)
-        .await
-        .unwrap()
-        .granted;
+    let granted = h.granted("default", Harness::params("w", 5), now).await;
     assert_eq!(granted.len(), 5);
     let token = |id| {
         granted
