@@ -5,8 +5,8 @@
 -- ready tasks only, running tasks are found through
 -- `tasks_expiry_by_tenant`, and `tasks_settled` holds the rest for the
 -- board: three writes (a create's insert, a lease's delete, a completion's
--- insert). Measured on SQLite `cycle`: the writer's instructions per task
--- -7.8 % (docs/performance.md, finding 73).
+-- insert). Counted on SQLite `cycle`: 6-8 % fewer writer instructions
+-- per task (docs/performance.md, finding 73).
 --
 -- A partial index serves a query only if the query repeats the index's
 -- condition, term for term: reads of one status say which index holds it

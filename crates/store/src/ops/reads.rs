@@ -66,9 +66,10 @@ pub(crate) async fn task_counts(pool: &Pool, tenant: &str) -> Result<Vec<(TaskSt
     // Three counts, one per index that holds a part of the tasks: a plain
     // `GROUP BY status` would match none of the partial indexes.
     let sql = format!(
-        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 AND {SETTLED} GROUP BY status \
+        "SELECT status, COUNT(*) AS n FROM {settled} GROUP BY status \
          UNION ALL SELECT 'ready', COUNT(*) FROM {ready} \
          UNION ALL SELECT 'running', COUNT(*) FROM {running}",
+        settled = tenant_tasks_by("tasks_settled", SETTLED),
         ready = tasks_of(TaskStatus::Ready),
         running = tasks_of(TaskStatus::Running),
     );
@@ -101,17 +102,24 @@ const SETTLED: &str = "status <> 'ready' AND status <> 'running'";
 /// fixed names, never a client's text.
 fn tasks_of(status: TaskStatus) -> String {
     let name = status.as_str();
-    let (index, only) = match status {
-        TaskStatus::Ready => ("tasks_claim", format!("status = '{name}'")),
-        TaskStatus::Running => ("tasks_expiry_by_tenant", format!("status = '{name}'")),
-        _ => ("tasks_settled", format!("status = '{name}' AND {SETTLED}")),
-    };
+    match status {
+        TaskStatus::Ready => tenant_tasks_by("tasks_claim", &format!("status = '{name}'")),
+        TaskStatus::Running => {
+            tenant_tasks_by("tasks_expiry_by_tenant", &format!("status = '{name}'"))
+        }
+        _ => tenant_tasks_by("tasks_settled", &format!("status = '{name}' AND {SETTLED}")),
+    }
+}
+
+/// `FROM` and `WHERE` for the tasks of one tenant (`$1`) that meet `cond`,
+/// read through `index` (named where the dialect needs it named).
+fn tenant_tasks_by(index: &str, cond: &str) -> String {
     let indexed_by = if dialect::NAMES_INDEXES {
         format!(" INDEXED BY {index}")
     } else {
         String::new()
     };
-    format!("tasks{indexed_by} WHERE tenant_id = $1 AND {only}")
+    format!("tasks{indexed_by} WHERE tenant_id = $1 AND {cond}")
 }
 
 pub(crate) async fn board(pool: &Pool, tenant: &str, q: &BoardQuery) -> Result<Board> {
